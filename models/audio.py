@@ -1,0 +1,101 @@
+"""Audio in: decode any file soundfile or librosa can read to mono float32 at 22,050 Hz.
+
+Every rejection raises :class:`~models.errors.InputError` naming the file and
+the reason: missing, unreadable, not audio, empty, non-finite or too long.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from models.errors import InputError
+
+SAMPLE_RATE = 22_050
+MAX_DURATION_S = 20 * 60.0
+
+
+def decode(
+    path: str | os.PathLike,
+    *,
+    sr: int = SAMPLE_RATE,
+    max_duration_s: float = MAX_DURATION_S,
+) -> np.ndarray:
+    """Decode ``path`` to a mono float32 signal at ``sr`` Hz.
+
+    Parameters
+    ----------
+    path : file to read (wav, flac, ogg, mp3, or anything librosa/audioread reads)
+    sr : target sample rate in Hz; other rates are resampled (soxr, high quality)
+    max_duration_s : longest accepted audio in seconds (checked before resampling)
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples,), dtype float32, values nominally in [-1, 1]
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    signal, native_sr = _read(path)
+    if signal.size == 0:
+        raise InputError(f"{path}: contains no audio samples (zero length)")
+    duration = signal.shape[-1] / native_sr
+    if duration > max_duration_s:
+        raise InputError(
+            f"{path}: audio is {duration:.1f} s long, more than the maximum of {max_duration_s:.0f} s"
+        )
+    if signal.ndim == 2:
+        signal = signal.mean(axis=0)
+    if not np.all(np.isfinite(signal)):
+        raise InputError(f"{path}: audio contains NaN or infinite samples")
+    if native_sr != sr:
+        import librosa
+
+        signal = librosa.resample(signal, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+    return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    """Read ``path`` at its native rate, channels first: (channels, n) or (n,)."""
+    try:
+        data, native_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        return data.T, int(native_sr)
+    except sf.LibsndfileError as first:
+        reason = str(first)
+    except RuntimeError as first:  # older soundfile raises RuntimeError
+        reason = str(first)
+    # soundfile could not open it: mp3 on old libsndfile, or formats audioread handles.
+    try:
+        import librosa
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data, native_sr = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
+        return np.atleast_1d(data), int(native_sr)
+    except Exception as exc:  # audioread raises many unrelated types
+        raise InputError(
+            f"{path}: not a readable audio file ({reason or type(exc).__name__})"
+        ) from None
+
+
+def validate_samples(samples: np.ndarray, *, name: str) -> np.ndarray:
+    """Check a block of samples that arrives without a file (a chunk event).
+
+    Returns it as contiguous float32; raises InputError naming ``name``.
+    """
+    samples = np.asarray(samples)
+    if samples.dtype.kind != "f":
+        raise InputError(f"{name}: samples must be floating point, got {samples.dtype}")
+    if samples.ndim != 1:
+        raise InputError(f"{name}: samples must be mono (1-D), got shape {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        raise InputError(f"{name}: audio contains NaN or infinite samples")
+    return np.ascontiguousarray(samples, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""hookstream's streaming side: the Faust app, the broker, and the command line."""

@@ -1,0 +1,159 @@
+"""Frozen, validated configuration objects, loaded from ``configs/*.yaml``.
+
+The core never reads the environment: overrides happen at the edge (CLI, app
+start) by passing keyword arguments to :func:`load_yaml` or ``replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from models.errors import ConfigError
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Huang 2017 §II.D front end: 22,050 Hz, Hamming 2048, hop 512, 128 mel bands."""
+
+    sample_rate: int = 22_050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: float | None = None  # None: sample_rate / 2
+    log_offset: float = 1e-6  # log(mel + offset); keeps silence finite
+
+    def __post_init__(self) -> None:
+        _require(self.sample_rate > 0, "mel.sample_rate", self.sample_rate, "must be positive")
+        _require(0 < self.hop_length <= self.n_fft, "mel.hop_length", self.hop_length,
+                 "must be in (0, n_fft]")
+        _require(self.n_mels > 0, "mel.n_mels", self.n_mels, "must be positive")
+        _require(self.log_offset > 0, "mel.log_offset", self.log_offset, "must be positive")
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds between successive frames (hop)."""
+        return self.hop_length / self.sample_rate
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """How frames are grouped for the attention model and the highlight window.
+
+    ``chunk_frames`` frames (130 x 512 / 22,050 = 3.02 s) make one chunk, the
+    unit the CNN embeds and the attention weighs. ``slot_frames`` is the time
+    resolution of the highlight window (13 frames = 0.30 s); it divides
+    ``chunk_frames`` so slots never straddle chunks. ``context_chunks`` bounds
+    the provisional recomputation (see :mod:`models.scorer`).
+    """
+
+    chunk_frames: int = 130
+    slot_frames: int = 13
+    min_tail_frames: int = 43  # a final partial chunk shorter than ~1 s is not scored
+    context_chunks: int = 40  # 2 minutes of provisional context
+    max_duration_s: float = 20 * 60.0
+
+    def __post_init__(self) -> None:
+        _require(self.slot_frames > 0 and self.chunk_frames % self.slot_frames == 0,
+                 "scorer.slot_frames", self.slot_frames, "must divide chunk_frames")
+        _require(0 < self.min_tail_frames <= self.chunk_frames, "scorer.min_tail_frames",
+                 self.min_tail_frames, "must be in (0, chunk_frames]")
+        _require(self.context_chunks >= 1, "scorer.context_chunks", self.context_chunks,
+                 "must be at least 1")
+        _require(self.max_duration_s > 0, "scorer.max_duration_s", self.max_duration_s,
+                 "must be positive")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """The highlight window (Huang §II.C) with optional CRAN eq. 9-10 energy fusion.
+
+    ``gamma`` weighs attention against mel energy per slot (eq. 9; 1.0 is
+    attention only); ``beta`` weighs the window sum against the energy rise at
+    its start (eq. 10; 1.0 ignores the rise).
+    """
+
+    length_s: float = 30.0
+    gamma: float = 1.0
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.length_s > 0, "window.length_s", self.length_s, "must be positive")
+        _require(0.0 <= self.gamma <= 1.0, "window.gamma", self.gamma, "must be in [0, 1]")
+        _require(0.0 < self.beta <= 1.0, "window.beta", self.beta, "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Everything offline detection and the streaming worker need besides the checkpoint."""
+
+    checkpoint: str | None = None  # None: the shipped default model
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+
+
+def _require(ok: bool, key: str, value: Any, reason: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r}: {reason}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "") -> T:
+    """Build frozen dataclass ``cls`` from a mapping, recursing into nested configs.
+
+    Unknown keys are an error naming the key, so a typo in YAML never passes silently.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix or cls.__name__}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        nested = _NESTED.get((cls, name))
+        if nested is not None and isinstance(value, Mapping):
+            value = from_dict(nested, value, prefix=f"{prefix}{name}.")
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
+
+
+def load_yaml(cls: type[T], path: str | Path, **overrides: Any) -> T:
+    """Load ``cls`` from YAML file ``path``; keyword overrides replace top-level keys."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(cls, data, prefix=f"{path.name}: ")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A frozen config as plain JSON-able data (tuples become lists)."""
+    return dataclasses.asdict(obj)
+
+
+_NESTED: dict[tuple[type, str], type] = {
+    (DetectConfig, "scorer"): ScorerConfig,
+    (DetectConfig, "window"): WindowConfig,
+}

@@ -1,0 +1,76 @@
+"""Offline detection: a file in, a highlight out, through the streaming scorer itself.
+
+``Detector.detect_samples`` feeds the whole signal to :class:`~models.scorer.Scorer`
+as one piece and finalizes it, so offline and streaming results come from one
+implementation (the streaming worker feeds the same scorer piece by piece).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import checkpoint as ckpts
+from models.audio import decode
+from models.config import DetectConfig
+from models.scorer import Scorer, TrackScores
+from models.window import Highlight, select, slot_attention
+
+
+@dataclass(frozen=True)
+class Detection:
+    track_id: str
+    highlight: Highlight
+    scores: TrackScores
+    model: str
+
+    def as_json(self, **extra) -> dict:
+        h = self.highlight
+        out = {**extra, "track_id": self.track_id, "start_s": h.start_s, "end_s": h.end_s,
+               "duration_s": round(self.scores.duration_s, 3), "score": round(h.score, 6),
+               "model": self.model}
+        if self.scores.labels is not None:
+            out["labels"] = {k: round(v, 4) for k, v in self.scores.labels.items()}
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def track_id_for(path: str | Path) -> str:
+    """A stable id for a file: its stem plus a short hash of its resolved path."""
+    p = Path(path)
+    digest = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+    return f"{p.stem}-{digest}"
+
+
+class Detector:
+    def __init__(self, cfg: DetectConfig | None = None, ckpt: ckpts.Checkpoint | None = None):
+        self.cfg = cfg or DetectConfig()
+        self.ckpt = ckpt or ckpts.load(self.cfg.checkpoint)
+        self.scorer = Scorer(self.ckpt, self.cfg.scorer, device=resolve_device(self.cfg.device))
+
+    def highlight(self, scores: TrackScores) -> Highlight:
+        """The window over a track's (provisional or final) scores."""
+        sc = self.scorer.cfg
+        att = slot_attention(scores.attention, scores.chunk_lengths, sc.slot_frames,
+                             len(scores.slot_energy))
+        return select(att, scores.slot_energy, slot_s=self.scorer.slot_seconds,
+                      duration_s=scores.duration_s, cfg=self.cfg.window)
+
+    def detect_samples(self, track_id: str, samples: np.ndarray) -> Detection:
+        state = self.scorer.step([(self.scorer.init_state(track_id), samples)])[0]
+        scores = self.scorer.finalize([state])[0]
+        return Detection(track_id, self.highlight(scores), scores, self.scorer.model_name)
+
+    def detect_file(self, path: str | Path) -> Detection:
+        samples = decode(path, sr=self.ckpt.mel.sample_rate,
+                         max_duration_s=self.cfg.scorer.max_duration_s)
+        return self.detect_samples(track_id_for(path), samples)

@@ -1,0 +1,310 @@
+"""Per-track scorer state and the batched scorer that streams the attention models.
+
+A track's :class:`TrackState` is a plain value (numpy arrays and counters,
+versioned, serialisable with :meth:`TrackState.to_bytes`). :meth:`Scorer.step`
+takes many ``(state, new samples)`` pairs, runs every complete 3 s chunk of
+every track through the CNN in one forward pass, and returns the new states;
+:meth:`Scorer.finalize` ends tracks and returns their final scores.
+
+Provisional attention
+---------------------
+The backward half of the Bi-LSTM (and CRAN's track summary) needs the future,
+which a stream does not have yet. After each step, the attention logits of a
+track's last ``context_chunks`` chunks (K, default 40 = 2 minutes) are
+recomputed by running the recurrent attention over those K chunk vectors as if
+the track ended now; the logits of older chunks keep the value they had when
+they last were inside that context. The provisional attention is the softmax
+over all logits so far. So:
+
+- cost per new chunk: one CNN pass over the chunk, plus one recurrent pass
+  over at most K chunk vectors (O(K), independent of the track's length);
+  the total per track is O(n K) recurrent steps for n chunks instead of the
+  O(n^2) of recomputing the whole track each time; the softmax and window
+  over n chunk values per update are O(n) vector operations (n <= 400 at the
+  20 minute limit), negligible next to the networks;
+- provisional logits differ from the final ones because the backward pass
+  starts at the current end rather than the track's end, and (for tracks
+  longer than K chunks) the forward pass starts K chunks back.
+
+At :meth:`Scorer.finalize` the recurrent attention runs once over all of the
+track's chunk vectors, which is exactly the whole-track forward pass of the
+model (``AttentionNet.forward``): final attention equals offline attention.
+
+A final partial chunk of at least ``min_tail_frames`` frames (~1 s) is
+embedded on its own at finalize; shorter tails are not scored (their time
+still counts in the track's duration and energy curve).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from models import mel
+from models.audio import validate_samples
+from models.checkpoint import Checkpoint
+from models.config import ScorerConfig
+from models.errors import InputError
+
+STATE_VERSION = 1
+_EMBED_BATCH = 512  # chunks per CNN forward pass (bounds peak memory)
+
+_f32 = np.float32
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """Everything the scorer remembers about one track between steps."""
+
+    track_id: str
+    n_samples: int = 0  # samples received
+    tail: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # unframed samples
+    pending: np.ndarray | None = None  # (k, n_mels) normalised frames not yet in a chunk
+    pending_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # (k,)
+    embeddings: np.ndarray | None = None  # (C, E) chunk vectors
+    logits: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # (C,)
+    slot_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # complete chunks' slots
+    version: int = STATE_VERSION
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.logits)
+
+    def to_bytes(self) -> bytes:
+        """Serialise (safetensors container; no pickle)."""
+        arrays = {"tail": self.tail, "pending_energy": self.pending_energy,
+                  "logits": self.logits, "slot_energy": self.slot_energy}
+        if self.pending is not None:
+            arrays["pending"] = self.pending
+        if self.embeddings is not None:
+            arrays["embeddings"] = self.embeddings
+        meta = {"version": str(self.version), "track_id": self.track_id,
+                "n_samples": str(self.n_samples)}
+        return st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "TrackState":
+        try:
+            arrays = st_load(data)
+            meta = _metadata(data)
+            version = int(meta["version"])
+        except Exception as exc:
+            raise InputError(f"track state: not a serialised TrackState ({exc})") from None
+        if version != STATE_VERSION:
+            raise InputError(f"track state of {meta.get('track_id')!r}: version {version}, "
+                             f"this hookstream reads version {STATE_VERSION}")
+        return cls(track_id=meta["track_id"], n_samples=int(meta["n_samples"]),
+                   tail=arrays["tail"], pending=arrays.get("pending"),
+                   pending_energy=arrays["pending_energy"], embeddings=arrays.get("embeddings"),
+                   logits=arrays["logits"], slot_energy=arrays["slot_energy"], version=version)
+
+
+def _metadata(data: bytes) -> dict:
+    header_len = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + header_len])["__metadata__"]
+
+
+@dataclass(frozen=True)
+class TrackScores:
+    """A track's attention and energy, provisional or final: what the window reads.
+
+    ``attention[c]`` is chunk c's share of the track's attention (sums to 1);
+    ``chunk_lengths[c]`` its length in frames (all ``chunk_frames`` but a
+    final partial one); ``slot_energy[s]`` the mean log-mel energy of slot s,
+    covering every frame of the track seen so far.
+    """
+
+    track_id: str
+    duration_s: float
+    attention: np.ndarray
+    chunk_lengths: np.ndarray
+    slot_energy: np.ndarray
+    final: bool
+    labels: dict[str, float] | None = None
+
+
+class Scorer:
+    """Batched, stateless-between-calls scorer around one checkpoint."""
+
+    def __init__(self, ckpt: Checkpoint, cfg: ScorerConfig | None = None, *,
+                 device: str | torch.device = "cpu"):
+        self.ckpt = ckpt
+        self.cfg = cfg or ScorerConfig()
+        self.mel_cfg = ckpt.mel
+        self.device = torch.device(device)
+        self.net = ckpt.build().to(self.device)
+        self.mean = np.asarray(ckpt.norm_mean, _f32)
+        self.std = np.asarray(ckpt.norm_std, _f32)
+        self.min_tail = max(self.cfg.min_tail_frames, self.net.min_frames)
+        with torch.inference_mode():
+            probe = torch.zeros(1, self.mel_cfg.n_mels, self.cfg.chunk_frames, device=self.device)
+            self._edim = int(self.net.embed(probe).shape[1])
+        if self.cfg.chunk_frames < self.net.min_frames:
+            raise InputError(f"scorer.chunk_frames = {self.cfg.chunk_frames}: the model needs "
+                             f"at least {self.net.min_frames} frames per chunk")
+
+    @property
+    def model_name(self) -> str:
+        return self.ckpt.name
+
+    @property
+    def slot_seconds(self) -> float:
+        return self.cfg.slot_frames * self.mel_cfg.frame_seconds
+
+    def init_state(self, track_id: str) -> TrackState:
+        return TrackState(track_id=track_id,
+                          pending=np.zeros((0, self.mel_cfg.n_mels), _f32),
+                          embeddings=np.zeros((0, self._embedding_dim()), _f32))
+
+    # ------------------------------------------------------------------ step
+    @torch.inference_mode()
+    def step(self, items: Sequence[tuple[TrackState, np.ndarray]]) -> list[TrackState]:
+        """Feed new samples (mono float32 at the checkpoint's rate) to many tracks at once."""
+        ids = [s.track_id for s, _ in items]
+        if len(set(ids)) != len(ids):
+            raise InputError("scorer.step: a track appears twice in one batch; join its samples")
+        staged = [self._frames(state, samples) for state, samples in items]
+        chunks = [c for _, c in staged]
+        embedded = self._embed_all(chunks)
+        states = []
+        for (state, _), emb in zip(staged, embedded):
+            states.append(replace(state, embeddings=np.concatenate([state.embeddings, emb])))
+        return self._refresh_logits(states, [len(e) > 0 for e in embedded])
+
+    def _frames(self, state: TrackState, samples: np.ndarray) -> tuple[TrackState, np.ndarray]:
+        """Mel-frame new samples; return the state with pending frames and the new full chunks."""
+        samples = validate_samples(samples, name=f"track {state.track_id!r}")
+        total = state.n_samples + len(samples)
+        if total > self.cfg.max_duration_s * self.mel_cfg.sample_rate:
+            raise InputError(f"track {state.track_id!r}: longer than the maximum of "
+                             f"{self.cfg.max_duration_s:.0f} s")
+        frames, tail = mel.push(state.tail, samples, self.mel_cfg)
+        energy = np.concatenate([state.pending_energy, mel.frame_energy(frames)])
+        pending = np.concatenate([state.pending, (frames - self.mean) / self.std]).astype(_f32)
+        cf, sf = self.cfg.chunk_frames, self.cfg.slot_frames
+        n = len(pending) // cf
+        chunks = pending[: n * cf].reshape(n, cf, -1).transpose(0, 2, 1)
+        slots = energy[: n * cf].reshape(-1, sf).mean(axis=1, dtype=np.float64).astype(_f32)
+        return replace(
+            state, n_samples=total, tail=tail, pending=pending[n * cf:],
+            pending_energy=energy[n * cf:], slot_energy=np.concatenate([state.slot_energy, slots]),
+        ), chunks
+
+    def _embed_all(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """One CNN pass over every track's new chunks (equal lengths); split back per track."""
+        counts = [len(c) for c in chunks]
+        if sum(counts) == 0:
+            return [np.zeros((0, self._embedding_dim()), _f32) for _ in chunks]
+        stacked = torch.from_numpy(np.ascontiguousarray(np.concatenate(chunks)))
+        out = torch.cat([self.net.embed(part.to(self.device)).cpu()
+                         for part in stacked.split(_EMBED_BATCH)]).numpy()
+        return np.split(out, np.cumsum(counts)[:-1])
+
+    def _refresh_logits(self, states: list[TrackState], changed: list[bool]) -> list[TrackState]:
+        """Recompute the last ``context_chunks`` logits of every changed track, batched."""
+        k = self.cfg.context_chunks
+        todo = [i for i, c in enumerate(changed) if c]
+        if not todo:
+            return states
+        contexts = [states[i].embeddings[-k:] for i in todo]
+        logits, _ = self._attend(contexts)
+        out = list(states)
+        for i, ctx, u in zip(todo, contexts, logits):
+            full = np.concatenate([states[i].logits, np.zeros(len(states[i].embeddings)
+                                                                - len(states[i].logits), _f32)])
+            full[len(full) - len(ctx):] = u[: len(ctx)]
+            out[i] = replace(states[i], logits=full)
+        return out
+
+    def _attend(self, sequences: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Recurrent attention over padded chunk-vector sequences; (logits per track, y)."""
+        lengths = torch.tensor([len(s) for s in sequences])
+        width = int(lengths.max())
+        batch = np.zeros((len(sequences), width, self._embedding_dim()), _f32)
+        for i, s in enumerate(sequences):
+            batch[i, : len(s)] = s
+        u, y = self.net.attend(torch.from_numpy(batch).to(self.device), lengths)
+        u = u.cpu().numpy()
+        return [u[i, : len(s)] for i, s in enumerate(sequences)], y.cpu().numpy()
+
+    # -------------------------------------------------------------- results
+    def provisional(self, state: TrackState) -> TrackScores:
+        """Scores from the provisional logits (see the module docstring)."""
+        return TrackScores(
+            track_id=state.track_id, duration_s=self._duration(state),
+            attention=_softmax(state.logits),
+            chunk_lengths=np.full(state.n_chunks, self.cfg.chunk_frames),
+            slot_energy=np.concatenate([state.slot_energy, self._tail_slots(state)]),
+            final=False)
+
+    @torch.inference_mode()
+    def finalize(self, states: Sequence[TrackState]) -> list[TrackScores]:
+        """End tracks: embed scoreable tails, run the exact whole-track attention, batched."""
+        states = [self._with_tail(s) for s in states]
+        lengths = [np.full(len(s.embeddings), self.cfg.chunk_frames) for s in states]
+        for s, ln in zip(states, lengths):
+            if len(s.pending) >= self.min_tail:
+                ln[-1] = len(s.pending)
+        scored = [i for i, s in enumerate(states) if len(s.embeddings)]
+        logits: dict[int, np.ndarray] = {}
+        labels: dict[int, dict[str, float]] = {}
+        if scored:
+            us, ys = self._attend([states[i].embeddings for i in scored])
+            for i, u, y in zip(scored, us, ys):
+                logits[i] = u
+                labels[i] = {name: float(p) for name, p in zip(self.ckpt.labels, y)}
+        return [
+            TrackScores(
+                track_id=s.track_id, duration_s=self._duration(s),
+                attention=_softmax(logits.get(i, np.zeros(0, _f32))), chunk_lengths=lengths[i],
+                slot_energy=np.concatenate([s.slot_energy, self._tail_slots(s)]),
+                final=True, labels=labels.get(i))
+            for i, s in enumerate(states)
+        ]
+
+    def _with_tail(self, state: TrackState) -> TrackState:
+        """Append the embedding of a scoreable final partial chunk (>= min_tail frames)."""
+        if len(state.pending) < self.min_tail:
+            return state
+        chunk = torch.from_numpy(np.ascontiguousarray(state.pending.T[None]))
+        emb = self.net.embed(chunk.to(self.device)).cpu().numpy()
+        return replace(state, embeddings=np.concatenate([state.embeddings, emb]))
+
+    def _tail_slots(self, state: TrackState) -> np.ndarray:
+        """Energy of the pending frames, one value per (possibly partial) slot."""
+        e = state.pending_energy
+        sf = self.cfg.slot_frames
+        return np.array([e[i:i + sf].mean(dtype=np.float64) for i in range(0, len(e), sf)],
+                        dtype=_f32)
+
+    def _duration(self, state: TrackState) -> float:
+        return state.n_samples / self.mel_cfg.sample_rate
+
+    def _embedding_dim(self) -> int:
+        return self._edim
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    if len(logits) == 0:
+        return np.zeros(0, _f32)
+    z = np.exp(logits.astype(np.float64) - logits.max())
+    return (z / z.sum()).astype(_f32)
+
+
+def whole_track_chunks(frames: np.ndarray, cfg: ScorerConfig, min_tail: int) -> list[np.ndarray]:
+    """Split normalised frames (n, n_mels) into the scorer's chunks, each (n_mels, t).
+
+    Full chunks of ``chunk_frames``, plus the final partial one when it has at
+    least ``min_tail`` frames: exactly what the streaming scorer embeds.
+    """
+    cf = cfg.chunk_frames
+    chunks = [frames[i:i + cf].T for i in range(0, len(frames), cf)]
+    if chunks and chunks[-1].shape[1] < min(cf, min_tail):
+        chunks.pop()
+    return chunks

@@ -1,0 +1,111 @@
+"""The highlight window: the consecutive span with the highest total score.
+
+Huang 2017 §II.C slides a window over the chunk attention and keeps the span
+with the largest sum. Here the attention is spread over 0.30 s slots (a chunk's
+attention split across its slots by their share of its frames), so the window
+can start between chunk boundaries, and the slot curve can be fused with the
+mel energy as in CRAN (Ha et al. 2018) eq. 9-10:
+
+    e~(n) = gamma * a(n) + (1 - gamma) * E(n)                          (9)
+    H(n)  = beta * sum_{s<S} e~(n+s) + (1 - beta) * (dE(n) + d2E(n))   (10)
+
+with a(n) the slot attention scaled to a maximum of 1, E(n) the slot energy
+min-max scaled to [0, 1], dE/d2E its first and second differences at the
+window start (so a sudden rise is preferred), and S the window in slots.
+gamma = beta = 1 is Huang's pure attention window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.config import WindowConfig
+
+
+@dataclass(frozen=True)
+class Highlight:
+    start_s: float
+    end_s: float
+    score: float  # mean fused salience per slot inside the window, in [0, 1] when beta = 1
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def best_window(curve: np.ndarray, width: int, *, bonus: np.ndarray | None = None
+                ) -> tuple[int, float]:
+    """Start index and value of the best ``width``-long window over ``curve``.
+
+    The value is ``sum(curve[i:i+width]) + bonus[i]``. Ties go to the earliest
+    start. ``width`` >= len(curve) returns (0, whole sum).
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    if width >= len(curve):
+        return 0, float(curve.sum() + (bonus[0] if bonus is not None and len(bonus) else 0.0))
+    csum = np.concatenate([[0.0], np.cumsum(curve)])
+    sums = csum[width:] - csum[:-width]  # sums[i] = curve[i:i+width].sum()
+    if bonus is not None:
+        sums = sums + np.asarray(bonus, np.float64)[: len(sums)]
+    # Cumulative sums carry rounding noise; compare with a tolerance so exact ties stay ties.
+    best = sums.max()
+    i = int(np.flatnonzero(sums >= best - 1e-9 * max(1.0, abs(best)))[0])
+    return i, float(sums[i])
+
+
+def slot_attention(attention: np.ndarray, chunk_lengths: np.ndarray, slot_frames: int,
+                   n_slots: int) -> np.ndarray:
+    """Spread chunk attention over slots by frame share; slots past the scored chunks get 0."""
+    out = np.zeros(n_slots, np.float64)
+    pos = 0
+    for a, length in zip(attention, chunk_lengths):
+        for start in range(0, int(length), slot_frames):
+            if pos < n_slots:
+                out[pos] = a * min(slot_frames, length - start) / length
+            pos += 1
+    return out
+
+
+def fused_curve(attention_slots: np.ndarray, energy_slots: np.ndarray, gamma: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """CRAN eq. 9 per slot: (e~, scaled energy E); both in [0, 1]."""
+    a = _scale_max(attention_slots)
+    e = _scale_minmax(energy_slots)
+    return gamma * a + (1.0 - gamma) * e, e
+
+
+def select(attention_slots: np.ndarray, energy_slots: np.ndarray, *, slot_s: float,
+           duration_s: float, cfg: WindowConfig) -> Highlight:
+    """Pick the highlight of one track from its slot curves (eq. 9-10)."""
+    n = len(energy_slots)
+    if duration_s <= cfg.length_s or n == 0:
+        curve, _ = fused_curve(attention_slots, energy_slots, cfg.gamma) if n else (np.zeros(1), None)
+        return Highlight(0.0, float(duration_s), float(np.mean(curve)) if n else 0.0)
+    curve, energy = fused_curve(attention_slots, energy_slots, cfg.gamma)
+    width = max(1, int(round(cfg.length_s / slot_s)))
+    bonus = None
+    if cfg.beta < 1.0:
+        d1 = np.diff(energy, prepend=energy[0])
+        d2 = np.diff(d1, prepend=d1[0])
+        bonus = (1.0 - cfg.beta) * (d1 + d2) / cfg.beta
+    i, total = best_window(curve, width, bonus=bonus)
+    start = i * slot_s
+    end = min(start + cfg.length_s, duration_s)
+    start = max(0.0, end - cfg.length_s)
+    score = float(curve[i:i + width].mean())
+    return Highlight(round(start, 3), round(end, 3), score)
+
+
+def _scale_max(x: np.ndarray) -> np.ndarray:
+    m = float(np.max(x)) if len(x) else 0.0
+    return np.asarray(x, np.float64) / m if m > 0 else np.zeros(len(x))
+
+
+def _scale_minmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if len(x) == 0:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros(len(x))

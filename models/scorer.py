@@ -189,7 +189,7 @@ class Scorer:
         pending = np.concatenate([state.pending, (frames - self.mean) / self.std]).astype(_f32)
         cf, sf = self.cfg.chunk_frames, self.cfg.slot_frames
         n = len(pending) // cf
-        chunks = pending[: n * cf].reshape(n, cf, -1).transpose(0, 2, 1)
+        chunks = pending[: n * cf].reshape(n, cf, self.mel_cfg.n_mels).transpose(0, 2, 1)
         slots = energy[: n * cf].reshape(-1, sf).mean(axis=1, dtype=np.float64).astype(_f32)
         return replace(
             state, n_samples=total, tail=tail, pending=pending[n * cf:],

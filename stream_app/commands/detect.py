@@ -1,0 +1,96 @@
+"""``hookstream detect PATH... [--length S] [--checkpoint FILE] [--json] [--plot DIR]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("detect", help="find the highlight of audio files (offline)",
+                       description="Find the ~30 s highlight of each file. With --json, one "
+                                   "JSON object per input per line; exit 1 if any input failed.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ogg, mp3)")
+    p.add_argument("--length", type=float, default=None, metavar="SECONDS",
+                   help="highlight length in seconds (default: config, 30)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="model checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--json", action="store_true", help="one JSON object per input per line")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="write a PNG per track: mel-spectrogram, attention, chosen span")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="detection config YAML (default: configs/detect.yaml)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from models import checkpoint
+    from models.audio import decode
+    from models.config import CONFIG_DIR, DetectConfig, load_yaml
+    from models.detect import Detector, track_id_for
+    from models.errors import HookstreamError
+
+    cfg = load_yaml(DetectConfig, args.config or CONFIG_DIR / "detect.yaml")
+    if args.length is not None:
+        cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
+    detector = Detector(cfg, checkpoint.load(args.checkpoint or cfg.checkpoint))
+    if not detector.ckpt.trained:
+        print(f"hookstream detect: warning: {detector.ckpt.name} is an untrained model; "
+              "its highlights are not meaningful", file=sys.stderr)
+    failed = 0
+    rows = []
+    bar = tqdm(args.paths, desc="detect", unit="file", file=sys.stderr,
+               disable=len(args.paths) < 2)
+    for path in bar:
+        try:
+            samples = decode(path, sr=detector.ckpt.mel.sample_rate,
+                             max_duration_s=cfg.scorer.max_duration_s)
+            det = detector.detect_samples(track_id_for(path), samples)
+        except HookstreamError as exc:
+            failed += 1
+            tqdm.write(f"hookstream detect: {exc}", file=sys.stderr)
+            row = {"path": str(path), "error": str(exc)}
+        else:
+            row = det.as_json(path=str(path))
+            if args.plot:
+                row["plot"] = str(_plot(args.plot, path, samples, det, detector))
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+    if not args.json:
+        _table(rows)
+    return 1 if failed else 0
+
+
+def _plot(out_dir: str, path: str, samples, det, detector) -> Path:
+    from models.mel import mel_frames
+    from models.plots import plot_track
+
+    mel_cfg = detector.ckpt.mel
+    return plot_track(Path(out_dir) / f"{det.track_id}.png", frames=mel_frames(samples, mel_cfg),
+                      frame_s=mel_cfg.frame_seconds, scores=det.scores,
+                      highlight=det.highlight,
+                      title=f"{Path(path).name}  ({det.model})")
+
+
+def _table(rows: list[dict]) -> None:
+    head = f"{'file':<40} {'start':>8} {'end':>8} {'score':>7}  model"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        name = Path(r["path"]).name[:40]
+        if "error" in r:
+            print(f"{name:<40} error: {r['error']}")
+        else:
+            print(f"{name:<40} {_mmss(r['start_s']):>8} {_mmss(r['end_s']):>8} "
+                  f"{r['score']:>7.3f}  {r['model']}")
+
+
+def _mmss(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:04.1f}"

@@ -1,0 +1,152 @@
+"""Streaming scorer: chunk-by-chunk equals the whole-track pass; batched equals single."""
+
+import numpy as np
+import pytest
+import torch
+
+from models import checkpoint, mel, nets
+from models.config import ScorerConfig
+from models.errors import InputError
+from models.scorer import Scorer, TrackState, whole_track_chunks
+
+LABELS = ("major", "minor", "slow", "medium", "fast")
+
+
+def make_scorer(arch="huang", full=False, **cfg):
+    model = (nets.huang(5) if arch == "huang" else nets.cran(5)) if full else nets.tiny(arch)
+    ckpt = checkpoint.untrained(model, LABELS, seed=1)
+    ckpt = checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
+                                    "norm_std": np.full(128, 4.0, np.float32)})
+    return Scorer(ckpt, ScorerConfig(**cfg))
+
+
+def song(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 22050)) / 22050
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * t / 17.0)
+    x = env * np.sin(2 * np.pi * (220 + 50 * np.sin(t)) * t) + 0.05 * rng.standard_normal(len(t))
+    return (0.3 * x).astype(np.float32)
+
+
+def reference(scorer, samples):
+    """The model's whole-track forward pass on the whole signal (no scorer code)."""
+    frames = (mel.mel_frames(samples, scorer.mel_cfg) - scorer.mean) / scorer.std
+    chunks = whole_track_chunks(frames, scorer.cfg, scorer.min_tail)
+    with torch.inference_mode():
+        if all(c.shape[1] == scorer.cfg.chunk_frames for c in chunks):
+            x = torch.from_numpy(np.stack(chunks)[None])
+            att, y = scorer.net(x, torch.tensor([len(chunks)]))
+        else:  # partial final chunk: embed separately, attend over all
+            emb = torch.cat([scorer.net.embed(torch.from_numpy(np.ascontiguousarray(c[None])))
+                             for c in chunks])[None]
+            u, y = scorer.net.attend(emb, torch.tensor([len(chunks)]))
+            att = torch.softmax(u, dim=1)
+    return att[0].numpy(), y[0].numpy()
+
+
+def stream(scorer, samples, cuts, track_id="t"):
+    state = scorer.init_state(track_id)
+    provisional = []
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(samples)]):
+        state = scorer.step([(state, samples[a:b])])[0]
+        provisional.append(scorer.provisional(state))
+    return state, provisional
+
+
+@pytest.mark.parametrize("arch", ["huang", "cran"])
+@pytest.mark.parametrize("seconds", [40.0, 31.7, 2.5])
+def test_streaming_final_equals_whole_track(arch, seconds, seed):
+    scorer = make_scorer(arch)
+    x = song(seconds)
+    cuts = np.sort(np.random.default_rng(3).integers(0, len(x), 12))
+    state, _ = stream(scorer, x, cuts)
+    final = scorer.finalize([state])[0]
+    att, y = reference(scorer, x)
+    assert final.final and len(final.attention) == len(att)
+    np.testing.assert_allclose(final.attention, att, atol=1e-5)
+    np.testing.assert_allclose(list(final.labels.values()), y, atol=1e-5)
+
+
+def test_full_size_huang_streaming_equals_whole_track(seed):
+    scorer = make_scorer("huang", full=True)
+    x = song(50.0)
+    state, _ = stream(scorer, x, np.arange(1, 50) * 22050)
+    final = scorer.finalize([state])[0]
+    att, _ = reference(scorer, x)
+    assert np.max(np.abs(final.attention - att)) <= 1e-5
+
+
+def test_provisional_after_every_chunk_and_bounded_context(seed):
+    scorer = make_scorer(context_chunks=4)
+    x = song(30.0)
+    state, prov = stream(scorer, x, np.arange(1, 30) * 22050)
+    counts = [len(p.attention) for p in prov]
+    assert counts == sorted(counts) and counts[-1] == 9  # 30 s = 9 full chunks + tail
+    assert all(abs(p.attention.sum() - 1) < 1e-5 for p in prov if len(p.attention))
+    # Provisional scores of the newest chunks were computed from at most 4 chunks of context:
+    # recomputing them that way gives the same logits.
+    ctx = torch.from_numpy(state.embeddings[-4:][None])
+    with torch.inference_mode():
+        u, _ = scorer.net.attend(ctx, torch.tensor([4]))
+    np.testing.assert_allclose(state.logits[-4:], u[0].numpy(), atol=1e-5)
+
+
+def test_batched_equals_single(seed):
+    scorer = make_scorer()
+    tracks = {f"t{i}": song(s, seed=i) for i, s in enumerate([7.0, 33.0, 12.5, 0.5, 20.0])}
+    single = {}
+    for tid, x in tracks.items():
+        state, _ = stream(scorer, x, np.arange(1, int(len(x) / 22050)) * 22050, tid)
+        single[tid] = scorer.finalize([state])[0]
+    states = {tid: scorer.init_state(tid) for tid in tracks}
+    step = 30000  # samples per step, not aligned with chunks
+    for start in range(0, max(len(x) for x in tracks.values()), step):
+        items = [(states[t], x[start:start + step]) for t, x in tracks.items() if start < len(x)]
+        for s in scorer.step(items):
+            states[s.track_id] = s
+    batched = {s.track_id: s for s in scorer.finalize(list(states.values()))}
+    for tid in tracks:
+        np.testing.assert_allclose(batched[tid].attention, single[tid].attention, atol=1e-5)
+        np.testing.assert_allclose(batched[tid].slot_energy, single[tid].slot_energy, atol=1e-6)
+        assert batched[tid].duration_s == single[tid].duration_s
+
+
+def test_state_roundtrip_reproduces_output(seed):
+    scorer = make_scorer()
+    x = song(20.0)
+    state = scorer.step([(scorer.init_state("a/b"), x[:200_000])])[0]
+    restored = TrackState.from_bytes(state.to_bytes())
+    assert restored.track_id == "a/b" and restored.n_samples == state.n_samples
+    a = scorer.finalize(scorer.step([(state, x[200_000:])]))[0]
+    b = scorer.finalize(scorer.step([(restored, x[200_000:])]))[0]
+    np.testing.assert_array_equal(a.attention, b.attention)
+
+
+def test_state_rejects_garbage_and_other_versions():
+    with pytest.raises(InputError, match="not a serialised TrackState"):
+        TrackState.from_bytes(b"garbage-bytes-here")
+    scorer = make_scorer()
+    data = scorer.init_state("x").to_bytes().replace(b'"version":"1"', b'"version":"9"')
+    with pytest.raises(InputError, match="version 9"):
+        TrackState.from_bytes(data)
+
+
+def test_short_track_without_chunks_and_too_long_track():
+    scorer = make_scorer(max_duration_s=5.0)
+    state = scorer.step([(scorer.init_state("s"), song(0.5))])[0]
+    final = scorer.finalize([state])[0]
+    assert len(final.attention) == 0 and final.labels is None
+    assert final.duration_s == pytest.approx(0.5)
+    with pytest.raises(InputError, match="longer than the maximum"):
+        scorer.step([(state, song(5.0))])
+
+
+def test_rejects_nonfinite_samples_and_duplicate_tracks():
+    scorer = make_scorer()
+    bad = song(1.0)
+    bad[10] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        scorer.step([(scorer.init_state("n"), bad)])
+    s = scorer.init_state("d")
+    with pytest.raises(InputError, match="twice"):
+        scorer.step([(s, song(1.0)), (s, song(1.0))])

@@ -7,7 +7,6 @@ implementation (the streaming worker feeds the same scorer piece by piece).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from models import checkpoint as ckpts
 from models.audio import decode
-from models.config import DetectConfig
+from models.config import DetectConfig, WindowConfig
 from models.scorer import Scorer, TrackScores
 from models.window import Highlight, select, slot_attention
 
@@ -45,10 +44,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def track_id_for(path: str | Path) -> str:
-    """A stable id for a file: its stem plus a short hash of its resolved path."""
-    p = Path(path)
-    digest = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
-    return f"{p.stem}-{digest}"
+    """The track id of a file: its stem, as ``hookstream ingest`` uses by default."""
+    return Path(path).stem
 
 
 class Detector:
@@ -57,13 +54,18 @@ class Detector:
         self.ckpt = ckpt or ckpts.load(self.cfg.checkpoint)
         self.scorer = Scorer(self.ckpt, self.cfg.scorer, device=resolve_device(self.cfg.device))
 
-    def highlight(self, scores: TrackScores) -> Highlight:
-        """The window over a track's (provisional or final) scores."""
+    def slot_curves(self, scores: TrackScores) -> tuple[np.ndarray, np.ndarray]:
+        """(attention per slot, mel energy per slot): what the window reads."""
         sc = self.scorer.cfg
         att = slot_attention(scores.attention, scores.chunk_lengths, sc.slot_frames,
-                             len(scores.slot_energy))
-        return select(att, scores.slot_energy, slot_s=self.scorer.slot_seconds,
-                      duration_s=scores.duration_s, cfg=self.cfg.window)
+                             len(scores.slot_energy), sc.chunk_frames)
+        return att, np.asarray(scores.slot_energy, np.float64)
+
+    def highlight(self, scores: TrackScores, window: WindowConfig | None = None) -> Highlight:
+        """The window over a track's (provisional or final) scores."""
+        att, energy = self.slot_curves(scores)
+        return select(att, energy, slot_s=self.scorer.slot_seconds,
+                      duration_s=scores.duration_s, cfg=window or self.cfg.window)
 
     def detect_samples(self, track_id: str, samples: np.ndarray) -> Detection:
         state = self.scorer.step([(self.scorer.init_state(track_id), samples)])[0]

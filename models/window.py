@@ -56,14 +56,20 @@ def best_window(curve: np.ndarray, width: int, *, bonus: np.ndarray | None = Non
 
 
 def slot_attention(attention: np.ndarray, chunk_lengths: np.ndarray, slot_frames: int,
-                   n_slots: int) -> np.ndarray:
-    """Spread chunk attention over slots by frame share; slots past the scored chunks get 0."""
+                   n_slots: int, chunk_frames: int) -> np.ndarray:
+    """Spread chunk attention over slots at a constant density per frame.
+
+    A full chunk's attention is split evenly over its slots. A final partial
+    chunk keeps the density of a full one (``a / chunk_frames`` per frame), so
+    a 1 s tail is not favoured for packing a whole chunk's attention into
+    fewer slots. Slots past the scored chunks get 0.
+    """
     out = np.zeros(n_slots, np.float64)
     pos = 0
     for a, length in zip(attention, chunk_lengths):
         for start in range(0, int(length), slot_frames):
             if pos < n_slots:
-                out[pos] = a * min(slot_frames, length - start) / length
+                out[pos] = a * min(slot_frames, length - start) / chunk_frames
             pos += 1
     return out
 

@@ -46,7 +46,7 @@ def test_select_length_not_multiple_of_slot_and_clipped_to_end():
 
 def test_select_finds_span_finer_than_chunk():
     # 3 chunks of 10 slots; attention concentrated in chunk 1, window of 15 slots.
-    att = slot_attention(np.array([0.1, 0.8, 0.1]), np.array([130, 130, 130]), 13, 30)
+    att = slot_attention(np.array([0.1, 0.8, 0.1]), np.array([130, 130, 130]), 13, 30, 130)
     h = select(att, np.zeros(30), slot_s=0.3, duration_s=9.0, cfg=WindowConfig(4.5))
     assert 0.0 < h.start_s <= 3.0 and h.end_s >= 6.0
 
@@ -61,8 +61,9 @@ def test_energy_fusion_prefers_loud_part_when_gamma_zero():
     assert h_att.start_s == 0.0
 
 
-def test_slot_attention_conserves_mass_including_partial_chunk():
-    att = slot_attention(np.array([0.5, 0.3, 0.2]), np.array([130, 130, 50]), 13, 24)
-    assert att.sum() == pytest.approx(1.0)
+def test_slot_attention_keeps_density_of_partial_chunk():
+    att = slot_attention(np.array([0.5, 0.3, 0.2]), np.array([130, 130, 50]), 13, 24, 130)
     assert att[:10] == pytest.approx(np.full(10, 0.05))
-    assert att[20:] == pytest.approx([0.2 * 13 / 50] * 3 + [0.2 * 11 / 50])
+    assert att[10:20].sum() == pytest.approx(0.3)
+    # The 50-frame tail keeps a full chunk's density: 0.2/130 per frame, not 0.2/50.
+    assert att[20:] == pytest.approx([0.2 * 13 / 130] * 3 + [0.2 * 11 / 130])

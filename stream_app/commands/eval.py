@@ -1,0 +1,76 @@
+"""``hookstream eval``: chorus correspondence of the model's highlight and of the baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "detect.yaml"
+
+
+def register(sub) -> None:
+    """Add the ``eval`` subcommand to the CLI's subparsers ``sub``."""
+    p = sub.add_parser(
+        "eval", help="compare the model's highlights and baselines with annotated choruses",
+        description="Run the detector and the baselines (attention, fused, energy, repetition, "
+                    "first30, middle30) on every song of a manifest that has chorus annotations, "
+                    "and print c100 / c50 / precision / auc per method.",
+    )
+    p.add_argument("--manifest", required=True, help="song manifest (JSON Lines) with chorus spans")
+    p.add_argument("--checkpoint", default=None,
+                   help="model checkpoint (default: the config's, else the shipped model)")
+    p.add_argument("--length", type=float, default=30.0,
+                   help="highlight length in seconds (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="also write DIR/report.md, DIR/metrics.png and DIR/songs.png")
+    p.add_argument("--split", default=None, metavar="NAME",
+                   help="only songs of this split (train, val, test)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG),
+                   help="detection config (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the metrics, and write the report when asked."""
+    from dataclasses import replace
+
+    from models import checkpoint
+    from models.config import DetectConfig, load_yaml
+    from models.detect import Detector
+    from models.evaluate import evaluate, write_report
+    from models.manifest import load_manifest
+
+    cfg = load_yaml(DetectConfig, args.config)
+    cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
+    ckpt = checkpoint.load(args.checkpoint if args.checkpoint is not None else cfg.checkpoint)
+    songs = load_manifest(args.manifest, check_files=False)  # a missing file is one failed song
+    detector = Detector(cfg=cfg, ckpt=ckpt)
+    result = evaluate(songs, detector, length_s=args.length, split=args.split,
+                      progress=True)
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        split = f", split {args.split}" if args.split else ""
+        print(f"model {result.model}, {len(result.songs)} songs{split}, "
+              f"{args.length:g} s highlights" + (f", {len(result.failed)} failed" if result.failed else ""))
+        print(result.table())
+    if args.report:
+        paths = write_report(result, args.report, command_line(args))
+        print(f"report: {paths['report']}", file=sys.stderr)
+    return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``hookstream eval`` command that reproduces ``args`` (for the report)."""
+    parts = ["hookstream", "eval", "--manifest", args.manifest]
+    for flag, value in (("--checkpoint", args.checkpoint), ("--split", args.split),
+                        ("--config", args.config)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--length", f"{args.length:g}"] + (["--json"] if args.json else [])
+    parts += ["--report", str(args.report)] if args.report else []
+    return shlex.join(parts)

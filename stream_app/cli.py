@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # client libraries narrate every connection at INFO
+        for noisy in ("kafka", "aiokafka", "faust", "mode", "numba"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except HookstreamError as exc:

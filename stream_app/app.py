@@ -1,0 +1,143 @@
+"""The Faust application: topics, the track-state table, the scoring agent, the idle timer.
+
+Data path: ``audio-chunks`` (keyed by track id) -> agent ``score`` (batches of
+events, one scorer call per batch, in a worker thread) -> ``highlights`` and
+``audio-chunks.dlq``. Each track's record lives in the table ``track-state``
+(memory store, changelog topic on the broker), so a restarted worker recovers
+every open track and continues where it stopped; chunks redelivered after a
+crash are recognised by their sequence numbers and dropped.
+
+The table uses the producer's key partitioner for its changelog (not the
+current event's partition) because one batch holds events of many
+partitions; producers must therefore key chunk events by track id with
+Kafka's default partitioner, as ``hookstream ingest`` and every standard
+client do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+
+from models.detect import Detector
+from stream_app import events
+from stream_app.metrics import Metrics
+from stream_app.processor import Incoming, Outcome, Processor
+from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs
+from stream_app.tracks import TrackRecord
+
+log = logging.getLogger(__name__)
+
+APP_ID = "hookstream"
+TABLE = "track-state"
+SWEEP_INTERVAL_S = 1.0
+
+
+def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
+               app_id: str = APP_ID) -> faust.App:
+    app = faust.App(
+        app_id,
+        **faust_broker_kwargs(settings),
+        **FAUST_BROKER_KW,
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        broker_commit_every=50,
+        broker_commit_interval=1.0,
+    )
+    t = settings.topics
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    chunks = app.topic(t.chunks, partitions=settings.partitions, **raw)
+    highlights = app.topic(t.highlights, partitions=settings.partitions, **raw)
+    dead_letters = app.topic(t.dead_letter, partitions=settings.partitions, **raw)
+    table = app.Table(TABLE, default=None, partitions=settings.partitions,
+                      schema=faust.Schema(**raw), use_partitioner=True)
+    processor = Processor(detector, settings.stream, metrics)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+    lock = asyncio.Lock()  # the agent and the idle timer both write the table
+
+    def load(track_id: str) -> TrackRecord | None:
+        raw_record = table.get(track_id.encode())
+        if raw_record is None:
+            return None
+        try:
+            return TrackRecord.from_bytes(raw_record)
+        except Exception:
+            log.exception("unreadable record for track %r; starting it afresh", track_id)
+            return None
+
+    async def publish(outcome: Outcome) -> None:
+        for tid, record in outcome.records.items():
+            if record is None:
+                table.pop(tid.encode(), None)
+            else:
+                table[tid.encode()] = record.to_bytes()
+        for e in outcome.highlights:
+            await highlights.send(key=e["track_id"].encode(), value=events.encode_highlight(e))
+            metrics.highlights.labels(e["kind"]).inc()
+        for latency in outcome.latencies:
+            metrics.provisional_latency.observe(latency)
+        for d in outcome.dead_letters:
+            await dead_letters.send(key=events.dead_letter_key(d), value=events.encode_dead_letter(d))
+        metrics.active_tracks.set(sum(1 for v in table.values() if v and not _ended(v)))
+
+    @app.agent(chunks, concurrency=1)
+    async def score(stream):
+        loop = asyncio.get_running_loop()
+        async for batch in stream.take_events(settings.worker.batch_max_tracks,
+                                              within=settings.worker.batch_wait_s):
+            msgs = [Incoming(e.message.key, e.message.value, e.message.topic,
+                             e.message.partition, e.message.offset,
+                             getattr(e.message, "time_in", None) or time.monotonic())
+                    for e in batch]
+            async with lock:
+                records = {}
+                for m in msgs:
+                    tid = _track_key(m.key)
+                    if tid is not None and tid not in records:
+                        records[tid] = load(tid)
+                outcome = await loop.run_in_executor(executor, processor.process, msgs, records)
+                await publish(outcome)
+
+    @app.timer(interval=SWEEP_INTERVAL_S)
+    async def sweep():
+        if lock.locked():  # the agent is busy; idle tracks can wait a second
+            return
+        loop = asyncio.get_running_loop()
+        async with lock:
+            records = {}
+            now = time.time()
+            for key, value in list(table.items()):
+                try:
+                    head = TrackRecord.peek(value)
+                    if head["ended"] or now - head["last_seen"] >= settings.stream.idle_timeout_s:
+                        records[key.decode()] = TrackRecord.from_bytes(value)
+                except Exception:
+                    log.exception("dropping unreadable record %r", key)
+                    table.pop(key, None)
+            if records:
+                outcome = await loop.run_in_executor(executor, processor.sweep, records)
+                await publish(outcome)
+
+    app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep}
+    return app
+
+
+def _track_key(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return bytes(key).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _ended(value: bytes) -> bool:
+    return TrackRecord.peek(value)["ended"]

@@ -1,0 +1,61 @@
+"""``hookstream worker [--bootstrap HOST:PORT] [--metrics-port 9108]``: the streaming worker."""
+
+from __future__ import annotations
+
+import os
+
+
+def register(sub) -> None:
+    p = sub.add_parser("worker", help="run the streaming worker (Faust app)",
+                       description="Consume audio chunk events, emit provisional and final "
+                                   "highlight events, serve Prometheus metrics.")
+    p.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                   help="Kafka bootstrap servers (default: config, or $HOOKSTREAM_BOOTSTRAP)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="port of the Prometheus /metrics endpoint (default 9108; 0 disables)")
+    p.add_argument("--config", default=None, metavar="FILE", help="stream settings YAML")
+    p.add_argument("--detect-config", default=None, metavar="FILE",
+                   help="scorer/window settings YAML (default: configs/detect.yaml)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="model checkpoint (default: the shipped model)")
+    p.add_argument("--app-id", default="hookstream",
+                   help="Faust app id: the consumer group and table changelog prefix")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import logging
+
+    from faust.worker import Worker
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from models import checkpoint
+    from models.config import CONFIG_DIR, DetectConfig, load_yaml
+    from models.detect import Detector
+    from stream_app.app import create_app
+    from stream_app.broker import ensure_topics
+    from stream_app.metrics import Metrics
+    from stream_app.settings import kafka_python_security_kwargs, load_settings
+
+    settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap,
+                             worker={"metrics_port": args.metrics_port})
+    detect_cfg = load_yaml(DetectConfig, args.detect_config or CONFIG_DIR / "detect.yaml")
+    detector = Detector(detect_cfg, checkpoint.load(args.checkpoint or detect_cfg.checkpoint))
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.model.info({"name": detector.ckpt.name, "arch": detector.ckpt.model.arch,
+                        "trained": str(detector.ckpt.trained).lower(),
+                        "device": str(detector.scorer.device)})
+    ensure_topics(settings.kafka.bootstrap, settings.topic_partitions(),
+                  security=kafka_python_security_kwargs(settings))
+    port = settings.worker.metrics_port
+    if port:
+        start_http_server(port, registry=registry)
+    log = logging.getLogger("hookstream.worker")
+    log.info("worker: broker %s, model %s on %s, metrics %s", settings.kafka.bootstrap,
+             detector.ckpt.name, detector.scorer.device,
+             f"http://127.0.0.1:{port}/metrics" if port else "off")
+    app = create_app(settings, detector, metrics, app_id=args.app_id)
+    Worker(app, loglevel="INFO" if not args.verbose else "DEBUG", quiet=True,
+           redirect_stdouts=False).execute_from_commandline()
+    return 0

@@ -1,0 +1,46 @@
+"""Every Prometheus metric of the worker, declared in one place.
+
+Built from a registry passed in, so tests use a fresh ``CollectorRegistry``.
+Names follow Prometheus conventions: ``hookstream_`` prefix, base units
+(seconds), ``_total`` on counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.chunks = Counter("hookstream_chunks_total",
+                              "Audio chunk events accepted and scored", registry=registry)
+        self.audio_seconds = Counter("hookstream_audio_seconds_total",
+                                     "Seconds of audio accepted and scored", registry=registry)
+        self.highlights = Counter("hookstream_highlight_events_total",
+                                  "Highlight events sent, by kind", ["kind"], registry=registry)
+        self.rejected = Counter("hookstream_rejected_inputs_total",
+                                "Chunk events rejected or repaired, by reason", ["reason"],
+                                registry=registry)
+        self.tracks_finished = Counter("hookstream_tracks_finished_total",
+                                       "Tracks finalized, by how they ended", ["how"],
+                                       registry=registry)
+        self.active_tracks = Gauge("hookstream_active_tracks",
+                                   "Tracks with scorer state on this worker", registry=registry)
+        self.batch_tracks = Histogram("hookstream_scorer_batch_tracks",
+                                      "Tracks scored together in one scorer call",
+                                      buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_chunks = Histogram("hookstream_scorer_batch_chunk_events",
+                                      "Chunk events in one scorer call",
+                                      buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_seconds = Histogram("hookstream_scorer_batch_seconds",
+                                       "Wall time of one scorer call (mel, CNN, attention)",
+                                       buckets=LATENCY_BUCKETS, registry=registry)
+        self.provisional_latency = Histogram(
+            "hookstream_chunk_to_provisional_seconds",
+            "From a chunk event's receipt by the worker to the provisional highlight it led to",
+            buckets=LATENCY_BUCKETS, registry=registry)
+        self.model = Info("hookstream_model", "The checkpoint in use", registry=registry)

@@ -1,0 +1,225 @@
+"""The worker's logic, free of Faust: chunk events in, table updates and events out.
+
+:meth:`Processor.process` takes one batch of raw chunk events and the current
+records of the tracks they name, and returns what to write and send. All
+scoring goes through one batched :class:`models.scorer.Scorer` call per batch,
+and highlights come from the same :class:`models.detect.Detector` that
+``hookstream detect`` uses, so a streamed track's final event equals offline
+detection on the same audio.
+
+Input problems never raise out of here: each is counted (``rejected`` by
+reason) and, except for duplicates (normal after an at-least-once
+redelivery), recorded as a dead letter with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from models.detect import Detector
+from models.scorer import TrackScores
+from stream_app import events
+from stream_app.metrics import Metrics
+from stream_app.settings import StreamSettings
+from stream_app.tracks import TrackRecord, classify
+
+log = logging.getLogger(__name__)
+
+FINISHED_RETENTION_S = 3600.0  # end-of-track markers are kept this long, to catch late chunks
+
+
+@dataclass(frozen=True)
+class Incoming:
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    received_at: float  # time.monotonic() at receipt
+
+
+@dataclass
+class Outcome:
+    records: dict[str, TrackRecord | None] = field(default_factory=dict)  # None: delete
+    highlights: list[dict] = field(default_factory=list)
+    dead_letters: list[dict] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # received -> provisional made
+
+
+@dataclass
+class _Work:
+    record: TrackRecord
+    pieces: list[np.ndarray] = field(default_factory=list)
+    end: bool = False
+    first_received: float = 0.0
+    messages: list[Incoming] = field(default_factory=list)
+
+
+class Processor:
+    def __init__(self, detector: Detector, stream: StreamSettings, metrics: Metrics, *,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.detector = detector
+        self.scorer = detector.scorer
+        self.stream = stream
+        self.metrics = metrics
+        self.clock = clock
+        self.monotonic = monotonic
+        self.max_samples = int(self.scorer.cfg.max_duration_s * self.scorer.mel_cfg.sample_rate)
+
+    # ------------------------------------------------------------------ batch
+    def process(self, batch: list[Incoming], records: dict[str, TrackRecord | None]) -> Outcome:
+        now = self.clock()
+        out = Outcome()
+        work: dict[str, _Work] = {}
+        for msg in batch:
+            try:
+                chunk = events.decode_chunk(msg.key, msg.value,
+                                            allowed_rates=self.stream.allowed_sample_rates,
+                                            max_channels=self.stream.max_channels)
+            except events.EventError as exc:
+                self._reject(out, msg, exc.reason, str(exc))
+                continue
+            tid = chunk.track_id
+            item = work.get(tid)
+            record = item.record if item else records.get(tid)
+            verdict = classify(record, chunk.seq)
+            if verdict == "duplicate":
+                self.metrics.rejected.labels("duplicate").inc()
+                continue
+            if verdict in ("late", "after_end"):
+                self._reject(out, msg, verdict, f"track {tid!r} chunk {chunk.seq}: " + (
+                    "arrived after its gap was skipped" if verdict == "late"
+                    else "arrived after the track's end"))
+                continue
+            if chunk.sample_rate != self.scorer.mel_cfg.sample_rate:
+                self._reject(out, msg, "unsupported_sample_rate",
+                             f"track {tid!r} chunk {chunk.seq}: {chunk.sample_rate} Hz, the model "
+                             f"needs {self.scorer.mel_cfg.sample_rate} Hz")
+                continue
+            record = record or TrackRecord(tid)
+            if verdict == "gap":
+                lost = tuple(range(record.next_seq, chunk.seq))
+                self._reject(out, msg, "gap", f"track {tid!r}: chunk {chunk.seq} arrived, "
+                             f"expected {record.next_seq}; {len(lost)} chunk(s) declared lost, "
+                             "this chunk is scored and the track marked incomplete",
+                             keep_value=False)
+                record = replace(record, skipped=record.skipped + lost, incomplete=True)
+            samples = chunk.samples_mono()
+            if item is None:
+                item = work[tid] = _Work(record, first_received=msg.received_at)
+            pending = sum(len(p) for p in item.pieces)
+            have = record.state.n_samples if record.state else 0
+            if have + pending + len(samples) > self.max_samples:
+                self._reject(out, msg, "too_long", f"track {tid!r} chunk {chunk.seq}: the track "
+                             f"would exceed {self.scorer.cfg.max_duration_s:.0f} s; it is "
+                             "finalized with the audio so far")
+                item.record = replace(record, next_seq=chunk.seq + 1, incomplete=True)
+                item.end = True
+                continue
+            item.pieces.append(samples)
+            item.messages.append(msg)
+            item.record = replace(record, next_seq=chunk.seq + 1, last_seen=now)
+            item.end = item.end or chunk.end
+            self.metrics.chunks.inc()
+            self.metrics.audio_seconds.inc(len(samples) / self.scorer.mel_cfg.sample_rate)
+        if work:
+            try:
+                self._score(work, out, now)
+            except Exception:  # a bug or a poisoned track: isolate it, keep the others
+                log.exception("batched scoring failed; retrying track by track")
+                for tid, w in work.items():
+                    try:
+                        self._score({tid: w}, out, now)
+                    except Exception as exc:
+                        for msg in w.messages:
+                            self._reject(out, msg, "internal_error", f"track {tid!r}: scoring "
+                                         f"failed ({type(exc).__name__}: {exc}); track closed")
+                        out.records[tid] = w.record.closed(now)
+        return out
+
+    def _score(self, work: dict[str, _Work], out: Outcome, now: float) -> None:
+        items = []
+        for tid, w in work.items():
+            state = w.record.state or self.scorer.init_state(tid)
+            samples = np.concatenate(w.pieces) if w.pieces else np.zeros(0, np.float32)
+            items.append((state, samples))
+        started = time.perf_counter()
+        states = self.scorer.step(items)
+        ending = [(w, s) for w, s in zip(work.values(), states) if w.end]
+        finals = self.scorer.finalize([s for _, s in ending]) if ending else []
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_tracks.observe(len(items))
+        self.metrics.batch_chunks.observe(sum(len(w.pieces) for w in work.values()))
+        for (w, _), scores in zip(ending, finals):
+            self._final(out, w.record, scores, now, how="ended")
+        for w, state in zip(work.values(), states):
+            if not w.end:
+                self._provisional(out, replace(w.record, state=state), w.first_received, now)
+
+    # ---------------------------------------------------------------- outputs
+    def _provisional(self, out: Outcome, record: TrackRecord, received: float, now: float) -> None:
+        scores = self.scorer.provisional(record.state)
+        if len(scores.attention):
+            h = self.detector.highlight(scores)
+            span = (h.start_s, h.end_s)
+            due = now - record.last_emit >= self.stream.provisional_min_interval_s
+            if span != record.last_span and due:
+                out.highlights.append(self._event("provisional", record, scores, h))
+                out.latencies.append(self.monotonic() - received)
+                record = replace(record, last_emit=now, last_span=span)
+        out.records[record.track_id] = record
+
+    def _final(self, out: Outcome, record: TrackRecord, scores: TrackScores, now: float, *,
+               how: str) -> None:
+        h = self.detector.highlight(scores)
+        out.highlights.append(self._event("final", record, scores, h,
+                                          incomplete=record.incomplete))
+        out.records[record.track_id] = record.closed(now)
+        self.metrics.tracks_finished.labels(how).inc()
+
+    def _event(self, kind, record, scores, h, incomplete=None) -> dict:
+        return events.make_highlight_event(
+            record.track_id, kind=kind, start_s=h.start_s, end_s=h.end_s, score=h.score,
+            audio_s=round(scores.duration_s, 3), model=self.scorer.model_name,
+            seq=max(record.next_seq - 1, 0), labels=scores.labels,
+            incomplete=incomplete if kind == "final" else None)
+
+    def _reject(self, out: Outcome, msg: Incoming, reason: str, detail: str, *,
+                keep_value: bool = True) -> None:
+        self.metrics.rejected.labels(reason).inc()
+        log.warning("rejected chunk event (%s): %s", reason, detail)
+        out.dead_letters.append(events.make_dead_letter(
+            reason=reason, detail=detail, key=msg.key, value=msg.value if keep_value else None,
+            topic=msg.topic, partition=msg.partition, offset=msg.offset))
+
+    # ------------------------------------------------------------------ idle
+    def sweep(self, records: dict[str, TrackRecord]) -> Outcome:
+        """Finalize tracks idle for ``idle_timeout_s`` (incomplete); drop old end markers."""
+        now = self.clock()
+        out = Outcome()
+        idle = [r for r in records.values()
+                if not r.ended and now - r.last_seen >= self.stream.idle_timeout_s]
+        for r in records.values():
+            if r.ended and now - r.last_seen >= FINISHED_RETENTION_S:
+                out.records[r.track_id] = None
+        if idle:
+            with_state = [r for r in idle if r.state is not None]
+            finals = self.scorer.finalize([r.state for r in with_state])
+            for r, scores in zip(with_state, finals):
+                self._final(out, replace(r, incomplete=True), scores, now, how="idle_timeout")
+        return out
+
+
+def group_by_track(outcome: Outcome) -> dict[str, list[dict]]:
+    """Highlight events per track, in order (for logging and tests)."""
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for e in outcome.highlights:
+        grouped[e["track_id"]].append(e)
+    return dict(grouped)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up hookstream on a fresh Debian/Ubuntu machine with Python 3.11:
+# system packages (fluidsynth + a General MIDI soundfont, for rendering POP909),
+# a virtual environment in .venv, and the project with its test dependencies.
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need=()
+while read -r pkg; do
+  [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need+=("$pkg")
+done < scripts/apt-packages.txt
+# venv support is a separate Debian package (python3.11-venv / python3-venv).
+if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  need+=("$(basename "$PYTHON")-venv")
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+echo "setup: installing hookstream and its dependencies into .venv (torch is large: minutes)"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+echo "setup: done. Run: .venv/bin/hookstream --help"

@@ -1,0 +1,50 @@
+"""``hookstream data``: prepare training/evaluation data (``data pop909``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
+
+DEFAULT_POP909 = Path(__file__).resolve().parents[2].parent / "shared/data/pop909"
+
+
+def register(sub) -> None:
+    """Add the ``data`` subcommand to the CLI's subparsers ``sub``."""
+    p = sub.add_parser("data", help="prepare training/evaluation data")
+    dsub = p.add_subparsers(dest="dataset", required=True)
+    q = dsub.add_parser("pop909", help="render POP909 MIDI songs to audio and write a manifest")
+    q.add_argument(
+        "--src", default=str(DEFAULT_POP909),
+        help="POP909 folder with midi/, songs.jsonl, annotations.jsonl (default: %(default)s)",
+    )
+    q.add_argument("--out", default="data/pop909", help="output folder (default: %(default)s)")
+    q.add_argument(
+        "--soundfont", default=None,
+        help="General MIDI .sf2 file (default: FluidR3_GM.sf2, else TimGM6mb.sf2 in /usr/share/sounds/sf2)",
+    )
+    q.add_argument(
+        "--jobs", type=int, default=os.cpu_count(),
+        help="songs rendered in parallel (default: %(default)s)",
+    )
+    q.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Render POP909 and print where the manifest is, with counts per split and label."""
+    from models.manifest import load_manifest
+    from models.pop909 import LABELS, render_pop909
+
+    manifest = render_pop909(
+        Path(args.src), Path(args.out), soundfont=args.soundfont, jobs=args.jobs or 1,
+    )
+    songs = load_manifest(manifest, label_names=LABELS)
+    print(f"manifest: {manifest} ({len(songs)} songs)")
+    for split in ("train", "val", "test"):
+        in_split = [s for s in songs if s.split == split]
+        annotated = sum(1 for s in in_split if s.chorus)
+        print(f"  {split:5s} {len(in_split):4d} songs, {annotated:4d} with chorus annotations")
+    labels = Counter(label for s in songs for label in s.labels)
+    print("  labels: " + ", ".join(f"{name} {labels[name]}" for name in LABELS))
+    return 0

@@ -148,6 +148,17 @@ def load_yaml(cls: type[T], path: str | Path, **overrides: Any) -> T:
     return from_dict(cls, data, prefix=f"{path.name}: ")
 
 
+def load_detect_config(path: str | Path | None = None, **overrides: Any) -> DetectConfig:
+    """``path``, or ``configs/detect.yaml`` when it exists, else the built-in defaults.
+
+    The defaults equal the shipped ``configs/detect.yaml``; an installed wheel
+    has no ``configs/`` folder, and still works.
+    """
+    if path is None and not (CONFIG_DIR / "detect.yaml").is_file():
+        return DetectConfig(**overrides)
+    return load_yaml(DetectConfig, path or CONFIG_DIR / "detect.yaml", **overrides)
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A frozen config as plain JSON-able data (tuples become lists)."""
     return dataclasses.asdict(obj)

@@ -31,11 +31,11 @@ def run(args) -> int:
 
     from models import checkpoint
     from models.audio import decode
-    from models.config import CONFIG_DIR, DetectConfig, load_yaml
+    from models.config import load_detect_config
     from models.detect import Detector, track_id_for
     from models.errors import HookstreamError
 
-    cfg = load_yaml(DetectConfig, args.config or CONFIG_DIR / "detect.yaml")
+    cfg = load_detect_config(args.config)
     if args.length is not None:
         cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
     detector = Detector(cfg, checkpoint.load(args.checkpoint or cfg.checkpoint))

@@ -30,7 +30,7 @@ def run(args) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
     from models import checkpoint
-    from models.config import CONFIG_DIR, DetectConfig, load_yaml
+    from models.config import load_detect_config
     from models.detect import Detector
     from stream_app.app import create_app
     from stream_app.broker import ensure_topics
@@ -39,7 +39,7 @@ def run(args) -> int:
 
     settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap,
                              worker={"metrics_port": args.metrics_port})
-    detect_cfg = load_yaml(DetectConfig, args.detect_config or CONFIG_DIR / "detect.yaml")
+    detect_cfg = load_detect_config(args.detect_config)
     detector = Detector(detect_cfg, checkpoint.load(args.checkpoint or detect_cfg.checkpoint))
     registry = CollectorRegistry()
     metrics = Metrics(registry)

@@ -103,6 +103,22 @@ class DetectConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-6`` as a string; read it as the float people mean."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    __import__("re").compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file with :class:`_Loader`."""
+    return yaml.load(path.read_text(), Loader=_Loader)
+
+
 def _require(ok: bool, key: str, value: Any, reason: str) -> None:
     if not ok:
         raise ConfigError(f"{key} = {value!r}: {reason}")
@@ -137,7 +153,7 @@ def load_yaml(cls: type[T], path: str | Path, **overrides: Any) -> T:
     """Load ``cls`` from YAML file ``path``; keyword overrides replace top-level keys."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:

@@ -17,6 +17,7 @@ client do.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,14 +52,19 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         table_standby_replicas=0,
         broker_commit_every=50,
         broker_commit_interval=1.0,
+        # Chunk events are ~176 KB: Faust's default buffer of 4,096 events per
+        # partition could hold ~700 MB during a backlog.
+        stream_buffer_maxsize=256,
     )
     t = settings.topics
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     chunks = app.topic(t.chunks, partitions=settings.partitions, **raw)
     highlights = app.topic(t.highlights, partitions=settings.partitions, **raw)
     dead_letters = app.topic(t.dead_letter, partitions=settings.partitions, **raw)
+    # key_type/value_type bytes make the table's serializers "raw"; a schema alone
+    # leaves them "json", and changelog recovery then fails on every record.
     table = app.Table(TABLE, default=None, partitions=settings.partitions,
-                      schema=faust.Schema(**raw), use_partitioner=True)
+                      key_type=bytes, value_type=bytes, use_partitioner=True)
     processor = Processor(detector, settings.stream, metrics)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
     lock = asyncio.Lock()  # the agent and the idle timer both write the table
@@ -106,10 +112,18 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                 outcome = await loop.run_in_executor(executor, processor.process, msgs, records)
                 await publish(outcome)
 
+    # Idle time counts from the end of the last rebalance at the earliest: a track's
+    # chunks may wait in the topic while no worker owns its partition (a restart), and
+    # its recovered record must not be closed before the agent has read them.
+    owned = {"rebalance": -1, "since": 0.0}
+
     @app.timer(interval=SWEEP_INTERVAL_S)
     async def sweep():
-        if lock.locked():  # the agent is busy; idle tracks can wait a second
+        if lock.locked() or app.rebalancing:  # the agent is busy, or records are moving
             return
+        if owned["rebalance"] != app.rebalancing_count:
+            owned.update(rebalance=app.rebalancing_count, since=time.time())
+        since = owned["since"]
         loop = asyncio.get_running_loop()
         async with lock:
             records = {}
@@ -117,13 +131,14 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
             for key, value in list(table.items()):
                 try:
                     head = TrackRecord.peek(value)
-                    if head["ended"] or now - head["last_seen"] >= settings.stream.idle_timeout_s:
+                    if head["ended"] or now - max(head["last_seen"], since) >= settings.stream.idle_timeout_s:
                         records[key.decode()] = TrackRecord.from_bytes(value)
                 except Exception:
                     log.exception("dropping unreadable record %r", key)
                     table.pop(key, None)
             if records:
-                outcome = await loop.run_in_executor(executor, processor.sweep, records)
+                outcome = await loop.run_in_executor(
+                    executor, functools.partial(processor.sweep, records, active_since=since))
                 await publish(outcome)
 
     app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep}

@@ -20,6 +20,9 @@ def register(sub) -> None:
                    help="model checkpoint (default: the shipped model)")
     p.add_argument("--app-id", default="hookstream",
                    help="Faust app id: the consumer group and table changelog prefix")
+    p.add_argument("--torch-threads", type=int, default=1, metavar="N",
+                   help="torch intra-op threads for scoring (default 1: the small batched "
+                        "LSTM runs fastest single-threaded, see docs/performance.md)")
     p.set_defaults(func=run)
 
 
@@ -37,6 +40,9 @@ def run(args) -> int:
     from stream_app.metrics import Metrics
     from stream_app.settings import kafka_python_security_kwargs, load_settings
 
+    import torch
+
+    torch.set_num_threads(max(1, args.torch_threads))
     settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap,
                              worker={"metrics_port": args.metrics_port})
     detect_cfg = load_detect_config(args.detect_config)

@@ -177,6 +177,32 @@ def evaluate_song(song: Song, detector: Detector, *, length_s: float) -> SongEva
                     highlights=highlights, metrics=metrics, curves=curves)
 
 
+def window_grid(result: EvalResult, *, slot_s: float, gammas: Sequence[float],
+                betas: Sequence[float]) -> list[dict]:
+    """c50 / precision / c100 of the model's window for every (gamma, beta).
+
+    Re-runs only the window on each song's stored attention and energy
+    curves (no decoding or scoring), so a platform can choose eq. 9-10's
+    weights on its own validation split in seconds. Rows are sorted by
+    c50 + precision, best first.
+    """
+    rows = []
+    for gamma in gammas:
+        for beta in betas:
+            cfg = WindowConfig(length_s=result.length_s, gamma=gamma, beta=beta)
+            per_song = []
+            for song in result.songs:
+                attention = song.curves["attention"][1]
+                energy = song.curves["energy"][1]
+                h = select(attention, energy, slot_s=slot_s, duration_s=song.duration_s, cfg=cfg)
+                per_song.append(coverage((h.start_s, h.end_s), song.chorus))
+            row = {"gamma": gamma, "beta": beta}
+            for key in ("c100", "c50", "precision"):
+                row[key] = float(np.mean([float(m[key]) for m in per_song])) if per_song else None
+            rows.append(row)
+    return sorted(rows, key=lambda r: -(r["c50"] + r["precision"]))
+
+
 def write_report(result: EvalResult, out_dir: str | Path, command: str) -> dict[str, Path]:
     """Write ``report.md``, ``metrics.png``, ``songs.png`` and ``metrics.json`` to ``out_dir``.
 

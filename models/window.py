@@ -23,6 +23,8 @@ import numpy as np
 
 from models.config import WindowConfig
 
+TIE_TOLERANCE = 1e-6
+
 
 @dataclass(frozen=True)
 class Highlight:
@@ -49,9 +51,11 @@ def best_window(curve: np.ndarray, width: int, *, bonus: np.ndarray | None = Non
     sums = csum[width:] - csum[:-width]  # sums[i] = curve[i:i+width].sum()
     if bonus is not None:
         sums = sums + np.asarray(bonus, np.float64)[: len(sums)]
-    # Cumulative sums carry rounding noise; compare with a tolerance so exact ties stay ties.
+    # The curves come from float32 networks: batching or thread count moves them by ~1e-7.
+    # Windows within a relative 1e-6 of the best count as tied, and the earliest wins, so
+    # the streaming and offline paths pick the same span.
     best = sums.max()
-    i = int(np.flatnonzero(sums >= best - 1e-9 * max(1.0, abs(best)))[0])
+    i = int(np.flatnonzero(sums >= best - TIE_TOLERANCE * max(1.0, abs(best)))[0])
     return i, float(sums[i])
 
 

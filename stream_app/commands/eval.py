@@ -6,9 +6,7 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "detect.yaml"
 
 
 def register(sub) -> None:
@@ -29,8 +27,11 @@ def register(sub) -> None:
                    help="also write DIR/report.md, DIR/metrics.png and DIR/songs.png")
     p.add_argument("--split", default=None, metavar="NAME",
                    help="only songs of this split (train, val, test)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG),
-                   help="detection config (default: %(default)s)")
+    p.add_argument("--config", default=None,
+                   help="detection config (default: configs/detect.yaml)")
+    p.add_argument("--grid", action="store_true",
+                   help="also print c50/precision for a grid of window weights (CRAN eq. 9-10 "
+                        "gamma, beta), to choose them on a validation split")
     p.set_defaults(func=run)
 
 
@@ -39,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from models import checkpoint
-    from models.config import DetectConfig, load_yaml
+    from models.config import load_detect_config
     from models.detect import Detector
     from models.evaluate import evaluate, write_report
     from models.manifest import load_manifest
 
-    cfg = load_yaml(DetectConfig, args.config)
+    cfg = load_detect_config(args.config)
     cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
     ckpt = checkpoint.load(args.checkpoint if args.checkpoint is not None else cfg.checkpoint)
     songs = load_manifest(args.manifest, check_files=False)  # a missing file is one failed song
@@ -58,6 +59,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"model {result.model}, {len(result.songs)} songs{split}, "
               f"{args.length:g} s highlights" + (f", {len(result.failed)} failed" if result.failed else ""))
         print(result.table())
+    if args.grid:
+        from models.evaluate import window_grid
+
+        steps = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+        rows = window_grid(result, slot_s=detector.scorer.slot_seconds, gammas=steps,
+                           betas=[b for b in steps if b > 0])
+        out = sys.stderr if args.json else sys.stdout
+        print(f"window grid ({len(rows)} settings, best first):", file=out)
+        print(f"{'gamma':>6} {'beta':>6} {'c50':>7} {'precision':>10} {'c100':>7}", file=out)
+        for r in rows[:15]:
+            print(f"{r['gamma']:>6.1f} {r['beta']:>6.1f} {r['c50']:>7.3f} {r['precision']:>10.3f} "
+                  f"{r['c100']:>7.3f}", file=out)
     if args.report:
         paths = write_report(result, args.report, command_line(args))
         print(f"report: {paths['report']}", file=sys.stderr)

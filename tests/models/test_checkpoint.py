@@ -56,3 +56,9 @@ def test_safetensors_without_metadata(tmp_path):
     with pytest.raises(CheckpointError, match="without hookstream metadata"):
         checkpoint.load(path)
 
+
+
+def test_default_checkpoint_is_trained():
+    ck = checkpoint.load(None)
+    assert ck.trained, "the shipped default model must be a trained one"
+    assert ck.provenance["metrics"] and ck.provenance["data"]

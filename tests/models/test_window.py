@@ -57,7 +57,7 @@ def test_energy_fusion_prefers_loud_part_when_gamma_zero():
     cfg = WindowConfig(length_s=9.0, gamma=0.0, beta=1.0)
     h = select(att, energy, slot_s=0.3, duration_s=130 * 0.3, cfg=cfg)
     assert h.start_s == pytest.approx(50 * 0.3)
-    h_att = select(att, energy, slot_s=0.3, duration_s=130 * 0.3, cfg=WindowConfig(9.0))
+    h_att = select(att, energy, slot_s=0.3, duration_s=130 * 0.3, cfg=WindowConfig(9.0, gamma=1.0))
     assert h_att.start_s == 0.0
 
 

@@ -90,6 +90,8 @@ class Processor:
             item = work.get(tid)
             record = item.record if item else records.get(tid)
             verdict = classify(record, chunk.seq)
+            if item is not None and item.end and verdict in ("next", "gap"):
+                verdict = "after_end"  # the track ended (or hit too_long) earlier in this batch
             if verdict == "duplicate":
                 self.metrics.rejected.labels("duplicate").inc()
                 continue
@@ -200,12 +202,17 @@ class Processor:
             topic=msg.topic, partition=msg.partition, offset=msg.offset))
 
     # ------------------------------------------------------------------ idle
-    def sweep(self, records: dict[str, TrackRecord]) -> Outcome:
-        """Finalize tracks idle for ``idle_timeout_s`` (incomplete); drop old end markers."""
+    def sweep(self, records: dict[str, TrackRecord], *, active_since: float = 0.0) -> Outcome:
+        """Finalize tracks idle for ``idle_timeout_s`` (incomplete); drop old end markers.
+
+        Idle time counts from ``active_since`` at the earliest (wall clock): when
+        this worker took over the tracks' partitions, so that time during which
+        no worker read them does not count.
+        """
         now = self.clock()
         out = Outcome()
-        idle = [r for r in records.values()
-                if not r.ended and now - r.last_seen >= self.stream.idle_timeout_s]
+        idle = [r for r in records.values() if not r.ended
+                and now - max(r.last_seen, active_since) >= self.stream.idle_timeout_s]
         for r in records.values():
             if r.ended and now - r.last_seen >= FINISHED_RETENTION_S:
                 out.records[r.track_id] = None

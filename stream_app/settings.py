@@ -324,9 +324,8 @@ def _topic_name(key: str, value: Any) -> str:
 
 # --- client keyword arguments --------------------------------------------------
 
-def kafka_python_security_kwargs(settings: Settings) -> dict[str, Any]:
-    """Security keyword arguments for kafka-python clients (producer, consumer, admin)."""
-    k = settings.kafka
+def _protocol_kwargs(k: KafkaSettings) -> dict[str, Any]:
+    """``security_protocol`` and, for SASL, the mechanism and credentials (both clients' names)."""
     kw: dict[str, Any] = {"security_protocol": k.security_protocol}
     if k.security_protocol.startswith("SASL_"):
         kw.update(
@@ -334,6 +333,13 @@ def kafka_python_security_kwargs(settings: Settings) -> dict[str, Any]:
             sasl_plain_username=k.sasl_username,
             sasl_plain_password=k.sasl_password,
         )
+    return kw
+
+
+def kafka_python_security_kwargs(settings: Settings) -> dict[str, Any]:
+    """Security keyword arguments for kafka-python clients (producer, consumer, admin)."""
+    k = settings.kafka
+    kw = _protocol_kwargs(k)
     if k.security_protocol.endswith("SSL"):
         kw.update({
             name: getattr(k, name)
@@ -355,13 +361,7 @@ def _ssl_context(settings: Settings):
 def aiokafka_security_kwargs(settings: Settings) -> dict[str, Any]:
     """Security keyword arguments for aiokafka clients (an ``ssl_context`` for TLS)."""
     k = settings.kafka
-    kw: dict[str, Any] = {"security_protocol": k.security_protocol}
-    if k.security_protocol.startswith("SASL_"):
-        kw.update(
-            sasl_mechanism=k.sasl_mechanism,
-            sasl_plain_username=k.sasl_username,
-            sasl_plain_password=k.sasl_password,
-        )
+    kw = _protocol_kwargs(k)
     ctx = _ssl_context(settings)
     if ctx is not None:
         kw["ssl_context"] = ctx

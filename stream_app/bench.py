@@ -152,7 +152,7 @@ def _resolve_checkpoint(path: str | None, detect_cfg, work: Path):
     from models import checkpoint as ckpts
     from models import nets
     from models.errors import CheckpointError
-    from models.pop909 import LABELS
+    from models.training.pop909 import LABELS
 
     if path is not None:
         ckpt = ckpts.load(path)

@@ -33,8 +33,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render POP909 and print where the manifest is, with counts per split and label."""
-    from models.manifest import load_manifest
-    from models.pop909 import LABELS, render_pop909
+    from models.training.manifest import load_manifest
+    from models.training.pop909 import LABELS, render_pop909
 
     manifest = render_pop909(
         Path(args.src), Path(args.out), soundfont=args.soundfont, jobs=args.jobs or 1,

@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from models import checkpoint
     from models.config import load_detect_config
     from models.detect import Detector
-    from models.evaluate import evaluate, write_report
-    from models.manifest import load_manifest
+    from models.evaluation.evaluate import evaluate, write_report
+    from models.training.manifest import load_manifest
 
     cfg = load_detect_config(args.config)
     cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
               f"{args.length:g} s highlights" + (f", {len(result.failed)} failed" if result.failed else ""))
         print(result.table())
     if args.grid:
-        from models.evaluate import window_grid
+        from models.evaluation.evaluate import window_grid
 
         steps = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
         rows = window_grid(result, slot_s=detector.scorer.slot_seconds, gammas=steps,

@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the checkpoint path, the history files and the best epoch's metrics."""
-    from models.train import load_config, train
+    from models.training.train import load_config, train
 
     cfg = load_config(args.config, epochs=args.epochs, out=args.out)
     result = train(cfg, resume=args.resume, progress=getattr(args, "progress", True))

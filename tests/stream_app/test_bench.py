@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from models import checkpoint, nets
-from models.pop909 import LABELS
+from models.training.pop909 import LABELS
 from stream_app import bench
 
 

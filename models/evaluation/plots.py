@@ -53,7 +53,7 @@ def plot_songs(songs: Sequence, path: str | Path, *, max_songs: int = 4) -> Path
     """Per song: energy, attention and repetition curves over time, chorus spans shaded,
     and every method's highlight as a bar below the curves.
 
-    ``songs`` are :class:`models.evaluate.SongEval` records; the first ``max_songs`` are drawn.
+    ``songs`` are :class:`models.evaluation.evaluate.SongEval` records; the first ``max_songs`` are drawn.
     """
     plt = _pyplot()
     shown = list(songs)[:max_songs]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from models.errors import InputError
-from models.metrics import chorus_mask, coverage, curve_auc, merge_spans, summarise
+from models.evaluation.metrics import chorus_mask, coverage, curve_auc, merge_spans, summarise
 
 
 @pytest.mark.parametrize(("highlight", "chorus", "expected"), [

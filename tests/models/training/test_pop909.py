@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from models import pop909
+from models.training import pop909
 from models.errors import HookstreamError, InputError
-from models.manifest import load_manifest
+from models.training.manifest import load_manifest
 
 
 def _vlq(value):

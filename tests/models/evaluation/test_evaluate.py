@@ -9,8 +9,8 @@ from models import checkpoint, nets
 from models.config import DetectConfig, WindowConfig
 from models.detect import Detector
 from models.errors import ConfigError, InputError
-from models.evaluate import METHODS, evaluate, write_report
-from models.manifest import load_manifest, write_manifest
+from models.evaluation.evaluate import METHODS, evaluate, write_report
+from models.training.manifest import load_manifest, write_manifest
 from stream_app.commands import eval as eval_cmd
 
 SR = 22_050

@@ -12,7 +12,7 @@ Output, under ``out``:
   002, 004, 010 and 100: the first audible onset lies 2-6 ms after the first
   MIDI note-on). The audio runs about 5 s past the last note (release tail).
 - ``manifest.jsonl``: one line per song in the format of
-  :mod:`models.manifest`, plus ``name``, ``artist``, ``bpm`` and ``key``.
+  :mod:`models.training.manifest`, plus ``name``, ``artist``, ``bpm`` and ``key``.
 
 Labels (every song): the key mode (``major``/``minor``) of the key covering
 most of the song, and a tempo class from the median MIDI tempo: ``slow``
@@ -45,7 +45,7 @@ import numpy as np
 import soundfile as sf
 
 from models.errors import HookstreamError, InputError
-from models.manifest import write_manifest
+from models.training.manifest import write_manifest
 
 LABELS = ("major", "minor", "slow", "medium", "fast")
 SAMPLE_RATE = 22_050

@@ -3,7 +3,8 @@ import time
 import numpy as np
 import pytest
 
-from models import baselines, mel
+from models import mel
+from models.evaluation import baselines
 from models.config import MelConfig
 from models.errors import InputError
 from models.window import Highlight

@@ -16,7 +16,7 @@ middle30        ``length_s`` seconds around the middle of the track
 ==============  ==============================================================
 
 (first30/middle30 keep their names when ``length_s`` is not 30.) Metrics are
-those of :mod:`models.metrics`; ``auc`` reads each method's score curve per
+those of :mod:`models.evaluation.metrics`; ``auc`` reads each method's score curve per
 0.30 s slot (per chroma block for ``repetition``), before the window and
 without eq. 10's energy-rise bonus; first30/middle30 have no curve.
 """
@@ -31,13 +31,13 @@ from typing import Sequence
 
 import numpy as np
 
-from models import baselines
+from models.evaluation import baselines
 from models.audio import decode
 from models.config import WindowConfig
 from models.detect import Detector, track_id_for
 from models.errors import ConfigError, HookstreamError, InputError
-from models.manifest import Song
-from models.metrics import METRICS, coverage, curve_auc, summarise
+from models.training.manifest import Song
+from models.evaluation.metrics import METRICS, coverage, curve_auc, summarise
 from models.window import Highlight, fused_curve, select
 
 REPETITION_HOP_S = 0.5
@@ -210,7 +210,7 @@ def write_report(result: EvalResult, out_dir: str | Path, command: str) -> dict[
     -------
     dict mapping each file's role (``report``, ``metrics``, ``songs``, ``json``) to its path
     """
-    from models import evaluate_plots
+    from models.evaluation import plots as evaluate_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from models.audio import decode
 from models.config import MelConfig, to_dict
 from models.errors import InputError
-from models.manifest import Song
+from models.training.manifest import Song
 from models.mel import mel_frames
 
 CACHE_VERSION = 1  # bump when the stored features change meaning

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from models.errors import InputError
-from models.manifest import Song, label_vocabulary, load_manifest, write_manifest
+from models.training.manifest import Song, label_vocabulary, load_manifest, write_manifest
 
 
 def _write(path, lines):

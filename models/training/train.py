@@ -2,7 +2,7 @@
 
 Data flow, one stage per function::
 
-    manifest -> cached log-mel (models.features) -> z-score with training-split
+    manifest -> cached log-mel (models.training.features) -> z-score with training-split
     statistics -> 3 s chunks -> batches of songs padded to the longest ->
     embed + attend -> binary cross-entropy on the song-level labels
 
@@ -68,8 +68,8 @@ from models import checkpoint as ckpts
 from models import nets
 from models.config import MelConfig, ScorerConfig, from_dict, load_yaml, to_dict
 from models.errors import ConfigError, InputError
-from models.features import build_feature_cache, load_features, norm_stats
-from models.manifest import Song, label_vocabulary, load_manifest
+from models.training.features import build_feature_cache, load_features, norm_stats
+from models.training.manifest import Song, label_vocabulary, load_manifest
 from models.scorer import whole_track_chunks
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import yaml
 from models import checkpoint as ckpts
 from models.config import REPO_ROOT, MelConfig
 from models.errors import ConfigError
-from models.features import cache_path, cached_features, norm_stats
-from models.train import TrainConfig, group_recall, load_config, resume_path, train
+from models.training.features import cache_path, cached_features, norm_stats
+from models.training.train import TrainConfig, group_recall, load_config, resume_path, train
 
 SR = 22_050
 # (id, label, split, seconds, level): the val songs are louder, so their frames shift the stats.
@@ -136,7 +136,7 @@ def test_feature_cache_is_reused_and_keyed_by_mel_config(dataset, straight, monk
     wav = dataset / "b1.wav"
     mel = MelConfig()
     assert cache_path(wav, mel, dataset / "cache").is_file()
-    monkeypatch.setattr("models.features.decode", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr("models.training.features.decode", lambda *a, **k: pytest.fail("recomputed"))
     cached_features(wav, mel, dataset / "cache")
     assert cache_path(wav, MelConfig(n_mels=64), dataset / "cache") != \
         cache_path(wav, mel, dataset / "cache")

@@ -1,0 +1,1 @@
+"""Evaluation against chorus annotations: metrics, baselines, the report."""

@@ -1,0 +1,1 @@
+"""Training: the song manifest, POP909 rendering, cached features, the trainer."""

@@ -55,9 +55,13 @@ class Detector:
         self.scorer = Scorer(self.ckpt, self.cfg.scorer, device=resolve_device(self.cfg.device))
 
     def slot_curves(self, scores: TrackScores) -> tuple[np.ndarray, np.ndarray]:
-        """(attention per slot, mel energy per slot): what the window reads."""
+        """(attention or, for a chorus model, chorusness per slot; mel energy per slot).
+
+        What the window reads.
+        """
         sc = self.scorer.cfg
-        att = slot_attention(scores.attention, scores.chunk_lengths, sc.slot_frames,
+        curve = scores.attention if scores.chorusness is None else scores.chorusness
+        att = slot_attention(curve, scores.chunk_lengths, sc.slot_frames,
                              len(scores.slot_energy), sc.chunk_frames)
         return att, np.asarray(scores.slot_energy, np.float64)
 

@@ -58,15 +58,66 @@ def mel_power(samples: np.ndarray, cfg: MelConfig) -> np.ndarray:
     -------
     np.ndarray, shape (n_frames, n_mels), float64
     """
+    if n_frames(len(samples), cfg) == 0:
+        return np.zeros((0, cfg.n_mels))
+    return (power_frames(samples, cfg) @ _filterbank(cfg)).numpy()
+
+
+@lru_cache(maxsize=8)
+def _chroma_filterbank(cfg: MelConfig, n_chroma: int) -> torch.Tensor:
+    """(n_fft // 2 + 1, n_chroma) float64: librosa's chroma filterbank (A440 tuning)."""
+    import librosa
+
+    fb = librosa.filters.chroma(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_chroma=n_chroma)
+    return torch.from_numpy(fb.T.astype(np.float64))
+
+
+def power_frames(samples: np.ndarray, cfg: MelConfig) -> torch.Tensor:
+    """Power spectrogram of a whole signal, (n_frames, n_fft // 2 + 1) float64 (center=False)."""
     count = n_frames(len(samples), cfg)
     if count == 0:
-        return np.zeros((0, cfg.n_mels))
+        return torch.zeros((0, cfg.n_fft // 2 + 1), dtype=torch.float64)
     x = torch.from_numpy(np.asarray(samples[: (count - 1) * cfg.hop_length + cfg.n_fft],
                                     dtype=np.float64))
     spec = torch.stft(x, cfg.n_fft, cfg.hop_length, window=_window(cfg.n_fft),
                       center=False, return_complex=True)
-    power = spec.real.square() + spec.imag.square()  # (freq, frames)
-    return (power.T @ _filterbank(cfg)).numpy()
+    return (spec.real.square() + spec.imag.square()).T
+
+
+def chroma_from_power(power: torch.Tensor, cfg: MelConfig, n_chroma: int = 12) -> np.ndarray:
+    """Chroma per frame from :func:`power_frames`, each frame scaled to a maximum of 1.
+
+    As ``librosa.feature.chroma_stft(S=power, norm=np.inf)``; a silent frame is all zeros.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames, n_chroma), float32
+    """
+    c = (power @ _chroma_filterbank(cfg, n_chroma)).numpy()
+    peak = c.max(axis=1, keepdims=True) if len(c) else np.zeros((0, 1))
+    return np.divide(c, peak, out=np.zeros_like(c), where=peak > 1e-12).astype(np.float32)
+
+
+def features(samples: np.ndarray, cfg: MelConfig, n_chroma: int = 12
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel and chroma frames of a whole signal from one STFT.
+
+    Returns
+    -------
+    log_mel : np.ndarray, shape (n_frames, n_mels), float32 (as :func:`mel_frames`)
+    chroma : np.ndarray, shape (n_frames, n_chroma), float32 (as :func:`chroma_from_power`)
+    """
+    power = power_frames(samples, cfg)
+    return log_mel((power @ _filterbank(cfg)).numpy(), cfg), chroma_from_power(power, cfg, n_chroma)
+
+
+def push_features(tail: np.ndarray, samples: np.ndarray, cfg: MelConfig, n_chroma: int = 12
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`push` that also returns the chroma frames: (log-mel, chroma, new tail)."""
+    buffer = np.concatenate([tail, samples]) if len(tail) else np.asarray(samples, np.float32)
+    count = n_frames(len(buffer), cfg)
+    frames, chroma = features(buffer, cfg, n_chroma)
+    return frames, chroma, np.ascontiguousarray(buffer[count * cfg.hop_length:], dtype=np.float32)
 
 
 def log_mel(power: np.ndarray, cfg: MelConfig) -> np.ndarray:

@@ -20,6 +20,27 @@ attention by eq. 3-8, FC layers 500/300, dropout 0.2 (recurrent) / 0.5 (FC).
 One deviation: CRAN's time slot is our 3 s chunk (its conv output is
 max-pooled per chunk), so that both models stream through the same scorer.
 Labels are multi-label (sigmoid) rather than CRAN's single-genre softmax.
+
+Structure inputs (``n_chroma > 0``, off in the papers' configuration)
+---------------------------------------------------------------------
+Choruses recur, and a repeat is a property of the whole track that a
+per-chunk CNN cannot see. With ``n_chroma`` set, each chunk vector handed to
+``attend`` is the CNN embedding followed by the chunk's mean chroma
+(``n_chroma`` values, computed by the scorer from the same STFT as the mel).
+``attend`` turns the chroma sequence into :data:`N_REPETITION` repetition
+features per chunk (:func:`repetition_features`: how strongly the ~12 s of
+harmony and melody starting at that chunk recur elsewhere in the track) and
+feeds them to the Bi-LSTM beside the embedding. They depend on the whole
+sequence passed in: on the whole track at finalize (exact), on the
+provisional context while streaming (see :mod:`models.scorer`). The cost is
+one C x C similarity matrix per track (C <= 400 chunks).
+
+``track_norm`` subtracts the track's mean embedding from every chunk's
+before the Bi-LSTM, so the attention reads how a chunk differs from the rest
+of its track (louder, denser, higher) rather than the renderer's absolute
+timbre. ``chorus_logits`` says the attention logits were trained as per-chunk
+chorus logits (BCE against annotated chorus positions, with the song-level
+labels): the highlight window then reads ``sigmoid(u)``, the chorusness.
 """
 
 from __future__ import annotations
@@ -49,6 +70,9 @@ class ModelConfig:
     fc_dims: tuple[int, ...] = (256,)
     dropout_rnn: float = 0.0
     dropout_fc: float = 0.0
+    n_chroma: int = 0  # > 0: chunk chroma appended to the chunk vectors -> repetition features
+    track_norm: bool = False  # subtract the track's mean embedding before the Bi-LSTM
+    chorus_logits: bool = False  # attention logits trained as chorus logits (window: sigmoid)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -59,6 +83,13 @@ class ModelConfig:
             raise ConfigError("model.conv_channels/kernels/strides must have the same length")
         if self.n_labels < 1:
             raise ConfigError(f"model.n_labels = {self.n_labels}: must be at least 1")
+        if self.n_chroma < 0:
+            raise ConfigError(f"model.n_chroma = {self.n_chroma}: must be >= 0 (0: no chroma)")
+
+    @property
+    def n_structure(self) -> int:
+        """Per-chunk structure features fed to the Bi-LSTM beside the embedding."""
+        return N_REPETITION if self.n_chroma else 0
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
@@ -92,10 +123,82 @@ def tiny(arch: str = "huang", n_labels: int = 5) -> ModelConfig:
                  fc_dims=(8,))
 
 
+N_REPETITION = 4
+REPETITION_SPAN = (-1, 0, 1, 2)  # chunk offsets stacked per chroma vector (~12 s, a phrase)
+REPETITION_MIN_LAG = 4  # chunks (~12 s): closer positions are the same passage, not a repeat
+
+
+def repetition_features(chroma: Tensor, lengths: Tensor) -> Tensor:
+    """How strongly the passage at each chunk recurs elsewhere in its track.
+
+    Chroma is centred on the track's mean; the chroma of chunks ``c + REPETITION_SPAN`` is stacked into one unit
+    vector per chunk (a ~12 s phrase of harmony and melody); their cosine
+    self-similarity matrix, restricted to pairs at least
+    :data:`REPETITION_MIN_LAG` chunks apart, gives per chunk: the best match,
+    the mean of the best three, the mean similarity, and the best match minus
+    the track's mean best match. Zeros where a track has no such pair.
+
+    Parameters
+    ----------
+    chroma : Tensor, shape (B, C, n_chroma), non-negative
+    lengths : Tensor, shape (B,), chunks per track
+
+    Returns
+    -------
+    Tensor, shape (B, C, N_REPETITION); zero past each track's length
+    """
+    b, c, _ = chroma.shape
+    pos = torch.arange(c, device=chroma.device)
+    valid = pos[None, :] < lengths.to(chroma.device)[:, None]  # (B, C)
+    m = valid[..., None].to(chroma.dtype)
+    x = chroma - (chroma * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
+    x = x * m  # centred on the track's mean chroma: similarity reads what sets passages apart
+    x = x / (x.norm(dim=2, keepdim=True) + 1e-6)
+    parts = []
+    for off in REPETITION_SPAN:
+        shifted = torch.roll(x, shifts=-off, dims=1)
+        src = pos + off
+        parts.append(shifted * ((src >= 0) & (src < c))[None, :, None])
+    v = torch.cat(parts, dim=2)
+    v = v / (v.norm(dim=2, keepdim=True) + 1e-6)
+    sim = v @ v.transpose(1, 2)  # (B, C, C)
+    pair = ((pos[:, None] - pos[None, :]).abs() >= REPETITION_MIN_LAG)[None] \
+        & valid[:, :, None] & valid[:, None, :]
+    has = pair.any(dim=2)  # (B, C)
+    k = min(3, c)
+    top = sim.masked_fill(~pair, -1.0).topk(k, dim=2).values  # (B, C, k)
+    best = top[..., 0]
+    top_n = pair.sum(dim=2).clamp(max=k)
+    top_mean = (top.clamp(min=0) * (torch.arange(k, device=chroma.device)[None, None]
+                                     < top_n[..., None])).sum(2) / top_n.clamp(min=1)
+    mean = (sim * pair).sum(2) / pair.sum(2).clamp(min=1)
+    n_has = (has & valid).sum(1, keepdim=True).clamp(min=1)
+    best_mean = (best * has).sum(1, keepdim=True) / n_has
+    feats = torch.stack([best, top_mean, mean, best - best_mean], dim=2)
+    return feats * (has & valid)[..., None]
+
+
 class AttentionNet(nn.Module):
     """Chunk CNN + recurrent attention. Subclasses define ``embed`` and ``attend``."""
 
     config: ModelConfig
+
+    def recurrent_inputs(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Split chunk vectors into (Bi-LSTM input, CNN embedding), per the structure options.
+
+        ``emb`` is (B, C, E + n_chroma); returns ((B, C, E + n_structure), (B, C, E)).
+        """
+        n = self.config.n_chroma
+        cnn = emb[..., : emb.shape[2] - n] if n else emb
+        x = cnn
+        if self.config.track_norm:
+            valid = (torch.arange(emb.shape[1], device=emb.device)[None, :]
+                     < lengths.to(emb.device)[:, None]).unsqueeze(2)
+            mean = (cnn * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
+            x = (cnn - mean) * valid
+        if n:
+            x = torch.cat([x, repetition_features(emb[..., -n:], lengths)], dim=2)
+        return x, cnn
 
     def embed(self, chunks: Tensor) -> Tensor:
         """(N, n_mels, T) normalised log-mel chunks -> (N, E) chunk vectors."""
@@ -113,13 +216,20 @@ class AttentionNet(nn.Module):
         """Shortest chunk, in frames, that ``embed`` accepts."""
         raise NotImplementedError
 
-    def forward(self, chunks: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, chunks: Tensor, lengths: Tensor, chroma: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
         """Whole-track pass: (B, C, n_mels, T) chunks, (B,) lengths -> (attention (B, C), y).
 
-        This is the reference the streaming scorer must reproduce.
+        ``chroma`` (B, C, n_chroma), each chunk's mean chroma, is required when
+        ``config.n_chroma`` > 0. This is the reference the streaming scorer
+        must reproduce.
         """
         b, c = chunks.shape[:2]
         emb = self.embed(chunks.flatten(0, 1)).view(b, c, -1)
+        if self.config.n_chroma:
+            if chroma is None:
+                raise ConfigError("this model reads chunk chroma: pass chroma (B, C, n_chroma)")
+            emb = torch.cat([emb, chroma], dim=2)
         logits, y = self.attend(emb, lengths)
         return torch.softmax(logits, dim=1), y
 
@@ -140,8 +250,8 @@ class HuangNet(AttentionNet):
             fc += [nn.Linear(width, d), nn.ReLU(), nn.Dropout(cfg.dropout_fc)]
             width = d
         self.fc = nn.Sequential(*fc, nn.Linear(width, cfg.n_labels))
-        self.lstm = nn.LSTM(channels, cfg.lstm_hidden, num_layers=cfg.lstm_layers,
-                            batch_first=True, bidirectional=True,
+        self.lstm = nn.LSTM(channels + cfg.n_structure, cfg.lstm_hidden,
+                            num_layers=cfg.lstm_layers, batch_first=True, bidirectional=True,
                             dropout=cfg.dropout_rnn if cfg.lstm_layers > 1 else 0.0)
         self.att_w = nn.Linear(2 * cfg.lstm_hidden, cfg.attention_dim)  # [W_f W_b] and bias
         self.att_v = nn.Linear(cfg.attention_dim, 1, bias=False)  # v
@@ -157,11 +267,12 @@ class HuangNet(AttentionNet):
         return self.conv(chunks).amax(dim=2)
 
     def attend(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = _bilstm(self.lstm, emb, lengths)
+        x, cnn = self.recurrent_inputs(emb, lengths)
+        hidden = _bilstm(self.lstm, x, lengths)
         logits = self.att_v(torch.tanh(self.att_w(hidden))).squeeze(2)
         logits = _mask(logits, lengths)
         a = torch.softmax(logits, dim=1)
-        o = torch.sigmoid(self.fc(emb))  # (B, C, L): per-chunk label probabilities
+        o = torch.sigmoid(self.fc(cnn))  # (B, C, L): per-chunk label probabilities
         y = torch.einsum("bc,bcl->bl", a, o)
         return logits, y
 
@@ -181,8 +292,8 @@ class CranNet(AttentionNet):
         self.conv = nn.Sequential(*blocks)
         self.n_pools = len(pairs) // 2
         h, a = cfg.lstm_hidden, cfg.attention_dim
-        self.lstm = nn.LSTM(channels, h, num_layers=cfg.lstm_layers, batch_first=True,
-                            bidirectional=True,
+        self.lstm = nn.LSTM(channels + cfg.n_structure, h, num_layers=cfg.lstm_layers,
+                            batch_first=True, bidirectional=True,
                             dropout=cfg.dropout_rnn if cfg.lstm_layers > 1 else 0.0)
         self.ts = nn.Linear(channels, a)  # ^TS W, eq. 4
         self.fc1 = nn.Linear(2 * h, a)  # ^FC W, eq. 5 and 8
@@ -203,7 +314,8 @@ class CranNet(AttentionNet):
         return self.conv(chunks).amax(dim=2)
 
     def attend(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = _bilstm(self.lstm, emb, lengths)  # (B, C, 2h)
+        x, emb = self.recurrent_inputs(emb, lengths)
+        hidden = _bilstm(self.lstm, x, lengths)  # (B, C, 2h)
         h = self.config.lstm_hidden
         idx = (lengths - 1).clamp(min=0).to(hidden.device)
         last_fwd = hidden[torch.arange(len(idx), device=hidden.device), idx, :h]

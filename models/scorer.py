@@ -33,6 +33,15 @@ model (``AttentionNet.forward``): final attention equals offline attention.
 A final partial chunk of at least ``min_tail_frames`` frames (~1 s) is
 embedded on its own at finalize; shorter tails are not scored (their time
 still counts in the track's duration and energy curve).
+
+Models with structure inputs (``ModelConfig.n_chroma > 0``) also get each
+chunk's mean chroma, appended to its chunk vector (:mod:`models.nets`); the
+repetition features derived from it cover the provisional context while
+streaming (so a repeat is seen once both occurrences lie within the last
+``context_chunks`` chunks) and the whole track at finalize (exact). For a
+model whose attention logits are chorus logits (``chorus_logits``),
+:class:`TrackScores` carries ``chorusness = sigmoid(logits)``, which the
+highlight window reads instead of the attention.
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from models.checkpoint import Checkpoint
 from models.config import ScorerConfig
 from models.errors import InputError
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: pending_chroma, chunk chroma in the chunk vectors
 _EMBED_BATCH = 512  # chunks per CNN forward pass (bounds peak memory)
 
 _f32 = np.float32
@@ -67,7 +76,8 @@ class TrackState:
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # unframed samples
     pending: np.ndarray | None = None  # (k, n_mels) normalised frames not yet in a chunk
     pending_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # (k,)
-    embeddings: np.ndarray | None = None  # (C, E) chunk vectors
+    pending_chroma: np.ndarray | None = None  # (k, n_chroma) chroma frames, structure models only
+    embeddings: np.ndarray | None = None  # (C, E [+ n_chroma]) chunk vectors
     logits: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # (C,)
     slot_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # complete chunks' slots
     version: int = STATE_VERSION
@@ -82,6 +92,8 @@ class TrackState:
                   "logits": self.logits, "slot_energy": self.slot_energy}
         if self.pending is not None:
             arrays["pending"] = self.pending
+        if self.pending_chroma is not None:
+            arrays["pending_chroma"] = self.pending_chroma
         if self.embeddings is not None:
             arrays["embeddings"] = self.embeddings
         meta = {"version": str(self.version), "track_id": self.track_id,
@@ -101,7 +113,8 @@ class TrackState:
                              f"this hookstream reads version {STATE_VERSION}")
         return cls(track_id=meta["track_id"], n_samples=int(meta["n_samples"]),
                    tail=arrays["tail"], pending=arrays.get("pending"),
-                   pending_energy=arrays["pending_energy"], embeddings=arrays.get("embeddings"),
+                   pending_energy=arrays["pending_energy"],
+                   pending_chroma=arrays.get("pending_chroma"), embeddings=arrays.get("embeddings"),
                    logits=arrays["logits"], slot_energy=arrays["slot_energy"], version=version)
 
 
@@ -127,6 +140,7 @@ class TrackScores:
     slot_energy: np.ndarray
     final: bool
     labels: dict[str, float] | None = None
+    chorusness: np.ndarray | None = None  # (C,) sigmoid of chorus logits, chorus models only
 
 
 class Scorer:
@@ -142,9 +156,10 @@ class Scorer:
         self.mean = np.asarray(ckpt.norm_mean, _f32)
         self.std = np.asarray(ckpt.norm_std, _f32)
         self.min_tail = max(self.cfg.min_tail_frames, self.net.min_frames)
+        self.n_chroma = ckpt.model.n_chroma
         with torch.inference_mode():
             probe = torch.zeros(1, self.mel_cfg.n_mels, self.cfg.chunk_frames, device=self.device)
-            self._edim = int(self.net.embed(probe).shape[1])
+            self._cnn_dim = int(self.net.embed(probe).shape[1])
         if self.cfg.chunk_frames < self.net.min_frames:
             raise InputError(f"scorer.chunk_frames = {self.cfg.chunk_frames}: the model needs "
                              f"at least {self.net.min_frames} frames per chunk")
@@ -160,6 +175,7 @@ class Scorer:
     def init_state(self, track_id: str) -> TrackState:
         return TrackState(track_id=track_id,
                           pending=np.zeros((0, self.mel_cfg.n_mels), _f32),
+                          pending_chroma=np.zeros((0, self.n_chroma), _f32) if self.n_chroma else None,
                           embeddings=np.zeros((0, self._embedding_dim()), _f32))
 
     # ------------------------------------------------------------------ step
@@ -170,37 +186,53 @@ class Scorer:
         if len(set(ids)) != len(ids):
             raise InputError("scorer.step: a track appears twice in one batch; join its samples")
         staged = [self._frames(state, samples) for state, samples in items]
-        chunks = [c for _, c in staged]
-        embedded = self._embed_all(chunks)
+        embedded = self._embed_all([c for _, c, _ in staged])
         states = []
-        for (state, _), emb in zip(staged, embedded):
+        for (state, _, chroma), emb in zip(staged, embedded):
+            if chroma is not None:
+                emb = np.concatenate([emb, chroma], axis=1)
             states.append(replace(state, embeddings=np.concatenate([state.embeddings, emb])))
         return self._refresh_logits(states, [len(e) > 0 for e in embedded])
 
-    def _frames(self, state: TrackState, samples: np.ndarray) -> tuple[TrackState, np.ndarray]:
-        """Mel-frame new samples; return the state with pending frames and the new full chunks."""
+    def _frames(self, state: TrackState, samples: np.ndarray
+                ) -> tuple[TrackState, np.ndarray, np.ndarray | None]:
+        """Frame new samples; return (state with pending frames, new full chunks, their chroma).
+
+        Chunks are (n, n_mels, chunk_frames); chroma (n, n_chroma) chunk means,
+        or None for a model without structure inputs.
+        """
         samples = validate_samples(samples, name=f"track {state.track_id!r}")
         total = state.n_samples + len(samples)
         if total > self.cfg.max_duration_s * self.mel_cfg.sample_rate:
             raise InputError(f"track {state.track_id!r}: longer than the maximum of "
                              f"{self.cfg.max_duration_s:.0f} s")
-        frames, tail = mel.push(state.tail, samples, self.mel_cfg)
+        cf, sf = self.cfg.chunk_frames, self.cfg.slot_frames
+        chunk_chroma = pending_chroma = None
+        if self.n_chroma:
+            frames, chroma, tail = mel.push_features(state.tail, samples, self.mel_cfg,
+                                                     self.n_chroma)
+            all_chroma = np.concatenate([state.pending_chroma, chroma])
+        else:
+            frames, tail = mel.push(state.tail, samples, self.mel_cfg)
         energy = np.concatenate([state.pending_energy, mel.frame_energy(frames)])
         pending = np.concatenate([state.pending, (frames - self.mean) / self.std]).astype(_f32)
-        cf, sf = self.cfg.chunk_frames, self.cfg.slot_frames
         n = len(pending) // cf
         chunks = pending[: n * cf].reshape(n, cf, self.mel_cfg.n_mels).transpose(0, 2, 1)
         slots = energy[: n * cf].reshape(-1, sf).mean(axis=1, dtype=np.float64).astype(_f32)
+        if self.n_chroma:
+            chunk_chroma = chunk_means(all_chroma[: n * cf], cf)
+            pending_chroma = all_chroma[n * cf:]
         return replace(
             state, n_samples=total, tail=tail, pending=pending[n * cf:],
-            pending_energy=energy[n * cf:], slot_energy=np.concatenate([state.slot_energy, slots]),
-        ), chunks
+            pending_energy=energy[n * cf:], pending_chroma=pending_chroma,
+            slot_energy=np.concatenate([state.slot_energy, slots]),
+        ), chunks, chunk_chroma
 
     def _embed_all(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         """One CNN pass over every track's new chunks (equal lengths); split back per track."""
         counts = [len(c) for c in chunks]
         if sum(counts) == 0:
-            return [np.zeros((0, self._embedding_dim()), _f32) for _ in chunks]
+            return [np.zeros((0, self._cnn_dim), _f32) for _ in chunks]
         stacked = torch.from_numpy(np.ascontiguousarray(np.concatenate(chunks)))
         out = torch.cat([self.net.embed(part.to(self.device)).cpu()
                          for part in stacked.split(_EMBED_BATCH)]).numpy()
@@ -241,7 +273,7 @@ class Scorer:
             attention=_softmax(state.logits),
             chunk_lengths=np.full(state.n_chunks, self.cfg.chunk_frames),
             slot_energy=np.concatenate([state.slot_energy, self._tail_slots(state)]),
-            final=False)
+            final=False, chorusness=self._chorusness(state.logits))
 
     @torch.inference_mode()
     def finalize(self, states: Sequence[TrackState]) -> list[TrackScores]:
@@ -264,7 +296,8 @@ class Scorer:
                 track_id=s.track_id, duration_s=self._duration(s),
                 attention=_softmax(logits.get(i, np.zeros(0, _f32))), chunk_lengths=lengths[i],
                 slot_energy=np.concatenate([s.slot_energy, self._tail_slots(s)]),
-                final=True, labels=labels.get(i))
+                final=True, labels=labels.get(i),
+                chorusness=self._chorusness(logits.get(i, np.zeros(0, _f32))))
             for i, s in enumerate(states)
         ]
 
@@ -274,7 +307,15 @@ class Scorer:
             return state
         chunk = torch.from_numpy(np.ascontiguousarray(state.pending.T[None]))
         emb = self.net.embed(chunk.to(self.device)).cpu().numpy()
+        if self.n_chroma:
+            tail_chroma = chunk_means(state.pending_chroma, len(state.pending_chroma))
+            emb = np.concatenate([emb, tail_chroma], axis=1)
         return replace(state, embeddings=np.concatenate([state.embeddings, emb]))
+
+    def _chorusness(self, logits: np.ndarray) -> np.ndarray | None:
+        if not self.ckpt.model.chorus_logits:
+            return None
+        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(_f32)
 
     def _tail_slots(self, state: TrackState) -> np.ndarray:
         """Energy of the pending frames, one value per (possibly partial) slot."""
@@ -287,7 +328,15 @@ class Scorer:
         return state.n_samples / self.mel_cfg.sample_rate
 
     def _embedding_dim(self) -> int:
-        return self._edim
+        """Width of a chunk vector: the CNN embedding, then the chunk chroma (structure models)."""
+        return self._cnn_dim + self.n_chroma
+
+
+def chunk_means(frames: np.ndarray, chunk_frames: int) -> np.ndarray:
+    """Mean of every ``chunk_frames`` consecutive rows: (n * chunk_frames, d) -> (n, d) float32."""
+    n = len(frames) // chunk_frames
+    return frames[: n * chunk_frames].reshape(n, chunk_frames, frames.shape[1]).mean(
+        axis=1, dtype=np.float64).astype(_f32)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

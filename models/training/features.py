@@ -1,7 +1,9 @@
 """Log-mel features for training, computed once per audio file and cached on disk.
 
 A cache entry is ``<cache_dir>/<stem>-<key>.npy``: the (n_frames, n_mels)
-float32 log-mel frames of :func:`models.mel.mel_frames` for the decoded file.
+float32 log-mel frames of :func:`models.mel.mel_frames` for the decoded file;
+``<stem>-<key>.chroma.npy`` beside it holds the (n_frames, 12) chroma frames
+of :func:`models.mel.features` (same STFT), for models with structure inputs.
 ``key`` hashes the resolved path, the file's size and modification time, and
 the mel configuration, so an edited file or a changed front end gets a new
 entry (stale entries are never read; delete the folder to reclaim the space).
@@ -27,7 +29,7 @@ from models.audio import decode
 from models.config import MelConfig, to_dict
 from models.errors import InputError
 from models.training.manifest import Song
-from models.mel import mel_frames
+from models.mel import features, mel_frames
 
 CACHE_VERSION = 1  # bump when the stored features change meaning
 MIN_STD = 1e-3  # floor of the z-score std: a constant mel band must not divide by ~0
@@ -50,9 +52,10 @@ def cache_key(audio_path: str | os.PathLike, mel_cfg: MelConfig) -> str:
 
 
 def cache_path(audio_path: str | os.PathLike, mel_cfg: MelConfig,
-               cache_dir: str | os.PathLike) -> Path:
-    """Where the features of ``audio_path`` are (or will be) cached."""
-    return Path(cache_dir) / f"{Path(audio_path).stem}-{cache_key(audio_path, mel_cfg)}.npy"
+               cache_dir: str | os.PathLike, *, kind: str = "mel") -> Path:
+    """Where the features of ``audio_path`` are (or will be) cached; ``kind``: mel | chroma."""
+    suffix = ".npy" if kind == "mel" else f".{kind}.npy"
+    return Path(cache_dir) / f"{Path(audio_path).stem}-{cache_key(audio_path, mel_cfg)}{suffix}"
 
 
 def cached_features(audio_path: str | os.PathLike, mel_cfg: MelConfig,
@@ -75,26 +78,41 @@ def cached_features(audio_path: str | os.PathLike, mel_cfg: MelConfig,
 
 
 def ensure_cached(audio_path: str | os.PathLike, mel_cfg: MelConfig,
-                  cache_dir: str | os.PathLike) -> Path:
-    """Compute and store the features of ``audio_path`` unless cached; return the entry's path."""
+                  cache_dir: str | os.PathLike, *, chroma: bool = False) -> Path:
+    """Compute and store the features of ``audio_path`` unless cached; return the mel entry's path.
+
+    With ``chroma`` the chroma entry (``cache_path(..., kind="chroma")``) is
+    made too, from the same STFT.
+    """
     target = cache_path(audio_path, mel_cfg, cache_dir)
-    if target.is_file():
+    chroma_target = cache_path(audio_path, mel_cfg, cache_dir, kind="chroma")
+    if target.is_file() and (not chroma or chroma_target.is_file()):
         return target
-    frames = mel_frames(decode(audio_path, sr=mel_cfg.sample_rate), mel_cfg)
+    samples = decode(audio_path, sr=mel_cfg.sample_rate)
+    if chroma:
+        frames, chroma_frames = features(samples, mel_cfg)
+        _write(chroma_target, chroma_frames)
+    else:
+        frames = mel_frames(samples, mel_cfg)
+    _write(target, frames)
+    return target
+
+
+def _write(target: Path, array: np.ndarray) -> None:
+    """Save ``array`` as float32 .npy atomically (temporary name, then rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(frames, dtype=np.float32))
+            np.save(f, np.ascontiguousarray(array, dtype=np.float32))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return target
 
 
 def load_features(path: str | os.PathLike, *, n_mels: int | None = None,
                   mmap: bool = True) -> np.ndarray:
-    """Read one cache entry; (n_frames, n_mels) float32, memory-mapped read-only by default."""
+    """Read one cache entry; (n_frames, n_mels or 12) float32, memory-mapped read-only by default."""
     try:
         frames = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -108,8 +126,9 @@ def load_features(path: str | os.PathLike, *, n_mels: int | None = None,
 
 
 def build_feature_cache(songs: Sequence[Song], mel_cfg: MelConfig, cache_dir: str | os.PathLike,
-                        *, jobs: int = 1, progress: bool = True) -> dict[str, Path]:
-    """Make sure every song's features are cached; return the cache files by song id.
+                        *, jobs: int = 1, progress: bool = True, chroma: bool = False
+                        ) -> dict[Path, Path]:
+    """Make sure every song's features are cached; return the mel cache files by audio path.
 
     Read an entry with :func:`load_features` (memory-mapped): holding paths
     rather than open maps keeps the number of open files constant.
@@ -119,13 +138,13 @@ def build_feature_cache(songs: Sequence[Song], mel_cfg: MelConfig, cache_dir: st
     :class:`~models.errors.InputError` naming the file.
     """
     def one(song: Song) -> Path:
-        return ensure_cached(song.audio, mel_cfg, cache_dir)
+        return ensure_cached(song.audio, mel_cfg, cache_dir, chroma=chroma)
 
     bar = tqdm(total=len(songs), desc="features", unit="song", disable=not progress)
-    out: dict[str, Path] = {}
+    out: dict[Path, Path] = {}
     with bar, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for song, path in zip(songs, pool.map(one, songs)):
-            out[song.id] = path
+            out[song.audio] = path
             bar.update()
     return out
 

@@ -45,6 +45,7 @@ import numpy as np
 import soundfile as sf
 
 from models.errors import HookstreamError, InputError
+from models.training.arrangement import programs_for, rearrange
 from models.training.manifest import write_manifest
 
 LABELS = ("major", "minor", "slow", "medium", "fast")
@@ -70,6 +71,10 @@ def render_pop909(
     jobs: int,
     sr: int = SAMPLE_RATE,
     progress: bool = True,
+    programs: Mapping[str, int] | str | None = None,
+    seed: int = 0,
+    annotated_only: bool = False,
+    splits: Sequence[str] | None = None,
 ) -> Path:
     """Render every ``src/midi/NNN.mid`` to ``out/audio/NNN.flac`` and write ``out/manifest.jsonl``.
 
@@ -81,6 +86,16 @@ def render_pop909(
     jobs : number of songs rendered at once (>= 1)
     sr : sample rate of the audio in Hz
     progress : show a tqdm progress bar
+    programs : another arrangement (:mod:`models.training.arrangement`): a
+        ``{track: GM program}`` mapping, ``"random"`` (drawn per song from
+        ``seed`` and the song id), or None for the files' own piano programs
+    seed : seed of the random arrangements
+    annotated_only : render only songs with chorus annotations
+    splits : render only songs of these splits (``train``/``val``/``test``); None: all
+
+    Each manifest line records the render (soundfont file name and programs)
+    under ``render``. Use one ``out`` folder per variant: the cache checks
+    only that a FLAC is newer than its MIDI file.
 
     Returns
     -------
@@ -98,6 +113,16 @@ def render_pop909(
         raise InputError(f"{src / 'midi'}: no .mid files (is --src the POP909 folder?)")
     songs = read_jsonl(src / "songs.jsonl")
     choruses = {r["id"]: r["chorus"] for r in read_jsonl(src / "annotations.jsonl").values()}
+    if annotated_only:
+        midi_files = [m for m in midi_files if m.stem in choruses]
+    if splits is not None:
+        unknown = sorted(set(splits) - {"train", "val", "test"})
+        if unknown:
+            raise InputError(f"splits: unknown split(s) {unknown}; expected train, val, test")
+        midi_files = [m for m in midi_files if split_of(m.stem) in set(splits)]
+    if not midi_files:
+        raise InputError(f"{src / 'midi'}: no song left to render after the filters")
+    arrangement = {m.stem: programs_for(m.stem, programs, seed=seed) for m in midi_files}
     missing = [m.name for m in midi_files if m.stem not in songs]
     if missing:
         raise InputError(f"{src / 'songs.jsonl'}: no metadata for {', '.join(missing[:10])}")
@@ -113,6 +138,7 @@ def render_pop909(
                 pool.submit(
                     render_song, midi, audio_dir / f"{midi.stem}.flac",
                     soundfont=font, sr=sr, fluidsynth=fluidsynth,
+                    programs=arrangement[midi.stem],
                 ): midi
                 for midi in todo
             }
@@ -128,7 +154,8 @@ def render_pop909(
             + "\n  ".join(failures[:20])
         )
     entries = [
-        manifest_entry(songs[m.stem], chorus=choruses.get(m.stem), audio=f"audio/{m.stem}.flac")
+        {**manifest_entry(songs[m.stem], chorus=choruses.get(m.stem), audio=f"audio/{m.stem}.flac"),
+         "render": {"soundfont": font.name, "programs": arrangement[m.stem]}}
         for m in midi_files
     ]
     return write_manifest(out / "manifest.jsonl", entries)
@@ -141,6 +168,7 @@ def render_song(
     soundfont: str | os.PathLike,
     sr: int = SAMPLE_RATE,
     fluidsynth: str = "fluidsynth",
+    programs: Mapping[str, int] | None = None,
 ) -> Path:
     """Render one MIDI file to a mono 16-bit FLAC file, atomically.
 
@@ -151,6 +179,8 @@ def render_song(
     soundfont : General MIDI ``.sf2`` file
     sr : sample rate in Hz
     fluidsynth : fluidsynth executable
+    programs : ``{track name: GM program}`` to render another arrangement
+        (:func:`models.training.arrangement.rearrange`); None: the file as it is
 
     Returns
     -------
@@ -160,9 +190,10 @@ def render_song(
     partial = flac.with_name(f".{flac.name}.{os.getpid()}.partial")
     with tempfile.TemporaryDirectory(prefix="hookstream-render-") as tmp:
         wav = Path(tmp) / "out.wav"
+        source = rearrange(midi, Path(tmp) / "arranged.mid", programs) if programs else midi
         command = [
             fluidsynth, "-ni", "-q", "-g", str(GAIN), "-r", str(sr),
-            "-F", str(wav), str(soundfont), str(midi),
+            "-F", str(wav), str(soundfont), str(source),
         ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)

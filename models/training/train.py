@@ -7,7 +7,26 @@ Data flow, one stage per function::
     embed + attend -> binary cross-entropy on the song-level labels
 
 Training crops each song to at most ``max_chunks`` full chunks (40 = 2 min)
-at a random frame offset, to bound the time per batch. Validation scores
+at a random frame offset, to bound the time per batch (0/null: every full
+chunk of the song, still at a random offset below one chunk, which jitters
+the chunk grid).
+
+Chorus supervision (``chorus_weight > 0``)
+------------------------------------------
+The songs' annotated chorus spans become a per-chunk target: the share of
+the chunk's frames (by frame centre) inside a chorus. The attention logits
+``u`` are trained against it with binary cross-entropy (weight
+``chorus_weight``), jointly with the song-level labels, so the softmax
+attention that pools the labels concentrates on choruses and ``sigmoid(u)``
+is a chorusness curve; the model then needs ``model.chorus_logits: true``.
+Songs without annotations contribute only the label loss. Several renders
+of the same songs (``extra_manifests``: other soundfonts and arrangements)
+add training songs; their validation songs join the validation set.
+``gain_db`` shifts each training song's log-mel by a random gain in
+[-gain_db, +gain_db] dB. With ``select_on: chorus`` early stopping keeps the
+epoch with the best validation mean of c50 and precision of the highlight
+window over the chorusness (:func:`chorus_metrics`), the target of the
+project, instead of the label AUC. Validation scores
 whole songs exactly as the streaming scorer's finalize does: full chunks plus
 a final partial chunk of at least ``min_tail_frames`` (embedded on its own),
 so validation metrics are those of ``hookstream detect``'s label outputs.
@@ -68,7 +87,7 @@ from models import checkpoint as ckpts
 from models import nets
 from models.config import MelConfig, ScorerConfig, from_dict, load_yaml, to_dict
 from models.errors import ConfigError, InputError
-from models.training.features import build_feature_cache, load_features, norm_stats
+from models.training.features import build_feature_cache, cache_path, load_features, norm_stats
 from models.training.manifest import Song, label_vocabulary, load_manifest
 from models.scorer import whole_track_chunks
 
@@ -81,6 +100,7 @@ PRESETS = {
     "tiny-cran": lambda n: nets.tiny("cran", n),
 }
 OPTIMIZERS = ("sgd", "adam")
+SELECT_ON = ("auc", "chorus")
 PROB_EPS = 1e-7  # y is clamped to [eps, 1 - eps] before the log of the cross-entropy
 RESUME_VERSION = 1
 # Keys that may change between a run and its --resume without changing its results.
@@ -126,16 +146,21 @@ class TrainConfig:
     num_threads: int | None = None
     feature_jobs: int = 1
     mel: MelConfig = field(default_factory=MelConfig)
+    extra_manifests: tuple[str, ...] = ()
+    chorus_weight: float = 0.0
+    gain_db: float = 0.0
+    select_on: str = "auc"  # auc | chorus
 
     def __post_init__(self) -> None:
         for key in ("manifest", "out", "name", "cache_dir", "train_split", "val_split", "device"):
             value = getattr(self, key)
             _check(isinstance(value, str) and value != "", key, value, "must be a non-empty string")
-        for key in ("lr", "momentum", "weight_decay", "lr_decay", "grad_clip"):
+        for key in ("lr", "momentum", "weight_decay", "lr_decay", "grad_clip", "chorus_weight",
+                    "gain_db"):
             self._set(key, _number(key, getattr(self, key)))
         _check(self.lr > 0, "lr", self.lr, "must be positive")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
-        for key in ("weight_decay", "lr_decay", "grad_clip"):
+        for key in ("weight_decay", "lr_decay", "grad_clip", "chorus_weight", "gain_db"):
             _check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         for key, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0),
                          ("feature_jobs", 1)):
@@ -149,6 +174,12 @@ class TrainConfig:
                f"expected one of {', '.join(OPTIMIZERS)}")
         _check(self.train_split != self.val_split, "val_split", self.val_split,
                "must differ from train_split")
+        _check(self.select_on in SELECT_ON, "select_on", self.select_on,
+               f"expected one of {', '.join(SELECT_ON)}")
+        extra = self.extra_manifests or ()
+        _check(isinstance(extra, (list, tuple)) and all(isinstance(m, str) and m for m in extra),
+               "extra_manifests", extra, "must be a list of manifest paths")
+        self._set("extra_manifests", tuple(extra))
         if isinstance(self.mel, Mapping):
             self._set("mel", from_dict(MelConfig, self.mel, prefix="mel."))
         _check(isinstance(self.mel, MelConfig), "mel", self.mel, "must be a mapping")
@@ -171,7 +202,9 @@ class TrainConfig:
                 _check(not unknown, "label_groups", list(group), f"{unknown} not in labels")
         _check(isinstance(self.model, Mapping), "model", self.model, "must be a mapping")
         self._set("model", dict(self.model))
-        self.model_config(1)  # validates preset and overrides now rather than after data prep
+        model = self.model_config(1)  # validates preset and overrides now, not after data prep
+        _check(self.chorus_weight == 0 or model.chorus_logits, "chorus_weight", self.chorus_weight,
+               "needs model.chorus_logits: true (the logits become chorus logits)")
 
     def _set(self, key: str, value: Any) -> None:
         object.__setattr__(self, key, value)
@@ -220,10 +253,17 @@ class _Item:
     features: Path  # cache entry of the song's log-mel frames
     n_frames: int
     target: np.ndarray  # (n_labels,) float32 multi-hot
+    chorus: tuple[tuple[float, float], ...] = ()  # annotated spans (s); () when not annotated
+    chroma_features: Path | None = None  # cache entry of the chroma frames (structure models)
+    render: str = ""  # the manifest the song comes from
 
     def frames(self) -> np.ndarray:
         """(n_frames, n_mels) float32 log-mel, memory-mapped (opened per use: no fd per song)."""
         return load_features(self.features)
+
+    def chroma(self) -> np.ndarray | None:
+        """(n_frames, 12) float32 chroma frames, or None without structure inputs."""
+        return None if self.chroma_features is None else load_features(self.chroma_features)
 
 
 @dataclass(frozen=True)
@@ -237,7 +277,8 @@ class _Data:
 
 
 def prepare_data(cfg: TrainConfig, *, min_frames: int, progress: bool = True,
-                 stats: tuple[np.ndarray, np.ndarray] | None = None) -> _Data:
+                 stats: tuple[np.ndarray, np.ndarray] | None = None,
+                 chroma: bool = False) -> _Data:
     """Read the manifest, cache features, compute training-split z-score statistics.
 
     Songs too short for one full training chunk (or one scoreable validation
@@ -245,6 +286,11 @@ def prepare_data(cfg: TrainConfig, *, min_frames: int, progress: bool = True,
     """
     songs = load_manifest(cfg.manifest)
     labels = cfg.labels or label_vocabulary(songs)
+    render = {s.audio: cfg.manifest for s in songs}
+    for extra in cfg.extra_manifests:
+        more = load_manifest(extra)
+        render.update({s.audio: extra for s in more})
+        songs = songs + more
     if not labels:
         raise InputError(f"manifest {cfg.manifest}: no song has labels; nothing to train on")
     for group in cfg.label_groups:
@@ -256,11 +302,17 @@ def prepare_data(cfg: TrainConfig, *, min_frames: int, progress: bool = True,
         if not chosen:
             raise InputError(f"manifest {cfg.manifest}: no song has split {split!r}")
     cached = build_feature_cache(train_songs + val_songs, cfg.mel, cfg.cache_dir,
-                                 jobs=cfg.feature_jobs, progress=progress)
+                                 jobs=cfg.feature_jobs, progress=progress, chroma=chroma)
+
+    def item(song: Song) -> _Item:
+        chroma_path = cache_path(song.audio, cfg.mel, cfg.cache_dir, kind="chroma") \
+            if chroma else None
+        return _item(song, cached[song.audio], labels, chroma_path, render[song.audio])
+
     cf = ScorerConfig().chunk_frames
     min_val = min(cf, max(ScorerConfig().min_tail_frames, min_frames))
-    train = [i for i in (_item(s, cached[s.id], labels) for s in train_songs) if i.n_frames >= cf]
-    val = [i for i in (_item(s, cached[s.id], labels) for s in val_songs) if i.n_frames >= min_val]
+    train = [i for i in map(item, train_songs) if i.n_frames >= cf]
+    val = [i for i in map(item, val_songs) if i.n_frames >= min_val]
     skipped = sorted({s.id for s in train_songs} - {i.id for i in train}) + \
         sorted({s.id for s in val_songs} - {i.id for i in val})
     if skipped:
@@ -273,6 +325,9 @@ def prepare_data(cfg: TrainConfig, *, min_frames: int, progress: bool = True,
     mean, std = stats if stats is not None else norm_stats(i.frames() for i in train)
     provenance = {
         "manifest": str(cfg.manifest),
+        "extra_manifests": list(cfg.extra_manifests),
+        "n_train_annotated": sum(1 for i in train if i.chorus),
+        "n_val_annotated": sum(1 for i in val if i.chorus),
         "n_train": len(train),
         "n_val": len(val),
         "split_rule": f"manifest 'split' field: {cfg.train_split!r} trains, "
@@ -287,14 +342,25 @@ def prepare_data(cfg: TrainConfig, *, min_frames: int, progress: bool = True,
     return _Data(tuple(labels), train, val, mean, std, provenance)
 
 
-def _item(song: Song, features: Path, labels: Sequence[str]) -> _Item:
+def _item(song: Song, features: Path, labels: Sequence[str], chroma: Path | None = None,
+          render: str = "") -> _Item:
     target = np.array([x in song.labels for x in labels], np.float32)
-    return _Item(song.id, features, len(load_features(features)), target)
+    return _Item(song.id, features, len(load_features(features)), target, tuple(song.chorus),
+                 chroma, render)
 
 
 def _label_counts(songs: Sequence[Song], labels: Sequence[str]) -> dict[str, int]:
     counts = Counter(x for s in songs for x in s.labels)
     return {x: counts[x] for x in labels}
+
+
+def crop(n_frames: int, *, chunk_frames: int, max_chunks: int | None,
+         rng: np.random.Generator) -> tuple[int, int]:
+    """(first frame, number of full chunks) of a random training crop."""
+    n_full = n_frames // chunk_frames
+    take = min(n_full, max_chunks) if max_chunks else n_full
+    start = int(rng.integers(0, n_frames - take * chunk_frames + 1))  # always drawn
+    return start, take
 
 
 def train_chunks(frames: np.ndarray, mean: np.ndarray, std: np.ndarray, *, chunk_frames: int,
@@ -305,12 +371,64 @@ def train_chunks(frames: np.ndarray, mean: np.ndarray, std: np.ndarray, *, chunk
     -------
     np.ndarray, shape (n_chunks, n_mels, chunk_frames), float32
     """
-    n_full = len(frames) // chunk_frames
-    take = min(n_full, max_chunks) if max_chunks else n_full
+    start, take = crop(len(frames), chunk_frames=chunk_frames, max_chunks=max_chunks, rng=rng)
+    return _chunked(frames, mean, std, start, take, chunk_frames)
+
+
+def _chunked(frames: np.ndarray, mean: np.ndarray, std: np.ndarray, start: int, take: int,
+             chunk_frames: int, offset: float = 0.0) -> np.ndarray:
     span = take * chunk_frames
-    start = int(rng.integers(0, len(frames) - span + 1))  # always drawn: same stream per song
-    x = (np.asarray(frames[start:start + span]) - mean) / std
+    x = (np.asarray(frames[start:start + span]) + offset - mean) / std
     return np.ascontiguousarray(x.reshape(take, chunk_frames, -1).transpose(0, 2, 1), np.float32)
+
+
+def chunk_values(values: np.ndarray, start: int, lengths: Sequence[int]) -> np.ndarray:
+    """Mean of ``values`` (n_frames, ...) over consecutive chunks of ``lengths`` frames from ``start``."""
+    out, pos = [], start
+    for n in lengths:
+        out.append(np.asarray(values[pos:pos + n], np.float64).mean(axis=0))
+        pos += n
+    shape = (0,) + tuple(np.shape(values)[1:])
+    return np.array(out, np.float32) if out else np.zeros(shape, np.float32)
+
+
+def chorus_frames(n_frames: int, chorus: Sequence[tuple[float, float]], mel: MelConfig
+                  ) -> np.ndarray:
+    """Per frame, 1.0 when the frame's centre lies inside an annotated chorus span, else 0.0."""
+    from models.evaluation.metrics import chorus_mask
+
+    centres = (np.arange(n_frames) * mel.hop_length + mel.n_fft / 2) / mel.sample_rate
+    return chorus_mask(centres, chorus).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _SongArrays:
+    """One song as the network sees it: chunks, optional tail, chunk chroma and chorus targets."""
+
+    full: np.ndarray  # (n, n_mels, chunk_frames)
+    tail: np.ndarray | None  # (n_mels, t)
+    chroma: np.ndarray | None  # (n [+ 1], 12) chunk means
+    target: np.ndarray | None  # (n [+ 1],) share of chorus frames; None: not annotated
+
+
+def song_arrays(item: _Item, data: _Data, *, start: int, take: int, tail: int = 0,
+                offset: float = 0.0, mel: MelConfig | None = None) -> _SongArrays:
+    """``take`` full chunks from frame ``start`` (plus a ``tail``-frame partial chunk)."""
+    mel = mel or MelConfig()
+    cf = ScorerConfig().chunk_frames
+    frames = item.frames()
+    full = _chunked(frames, data.mean, data.std, start, take, cf, offset)
+    tail_chunk = None
+    if tail:
+        t0 = start + take * cf
+        tail_chunk = np.ascontiguousarray(
+            ((np.asarray(frames[t0:t0 + tail]) + offset - data.mean) / data.std).T, np.float32)
+    lengths = [cf] * take + ([tail] if tail else [])
+    chroma = item.chroma()
+    chunk_chroma = chunk_values(chroma, start, lengths) if chroma is not None else None
+    target = chunk_values(chorus_frames(len(frames), item.chorus, mel), start, lengths) \
+        if item.chorus else None
+    return _SongArrays(full, tail_chunk, chunk_chroma, target)
 
 
 def whole_song(frames: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
@@ -324,26 +442,57 @@ def whole_song(frames: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
     return full, tail
 
 
+def whole_song_arrays(item: _Item, data: _Data, *, min_tail: int) -> _SongArrays:
+    """:func:`song_arrays` of the whole song, cut exactly as the streaming scorer cuts it."""
+    cf = ScorerConfig().chunk_frames
+    n_full, rest = divmod(item.n_frames, cf)
+    return song_arrays(item, data, start=0, take=n_full,
+                       tail=rest if rest >= min(cf, min_tail) else 0)
+
+
 def batch_forward(net: nets.AttentionNet, songs: Sequence[tuple[np.ndarray, np.ndarray | None]],
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+                  device: torch.device, chroma: Sequence[np.ndarray] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention logits (B, C) and label probabilities y (B, n_labels) for a batch of songs.
 
     Equal to ``net(chunks, lengths)`` on the zero-padded batch, but only real
     chunks go through the CNN, and a partial final chunk is embedded at its
-    own length as the streaming scorer does.
+    own length as the streaming scorer does. ``chroma`` (one (C_i, n_chroma)
+    array per song) is appended to the chunk vectors of a structure model.
     """
     full = [torch.from_numpy(f) for f, _ in songs]
     counts = [len(f) for f in full]
     emb = net.embed(torch.cat(full).to(device)) if sum(counts) else None
     parts = list(emb.split(counts)) if emb is not None else [None] * len(songs)
     seqs = []
-    for part, (_, tail) in zip(parts, songs):
+    for i, (part, (_, tail)) in enumerate(zip(parts, songs)):
         pieces = [part] if part is not None and len(part) else []
         if tail is not None:
             pieces.append(net.embed(torch.from_numpy(tail[None]).to(device)))
-        seqs.append(torch.cat(pieces))
+        seq = torch.cat(pieces)
+        if chroma is not None:
+            seq = torch.cat([seq, torch.from_numpy(np.asarray(chroma[i], np.float32)).to(device)],
+                            dim=1)
+        seqs.append(seq)
     lengths = torch.tensor([len(s) for s in seqs])
     return net.attend(pad_sequence(seqs, batch_first=True), lengths)
+
+
+def forward_arrays(net: nets.AttentionNet, songs: Sequence[_SongArrays], device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`batch_forward` on :class:`_SongArrays`."""
+    chroma = [s.chroma for s in songs] if net.config.n_chroma else None
+    return batch_forward(net, [(s.full, s.tail) for s in songs], device, chroma)
+
+
+def chorus_loss(logits: torch.Tensor, songs: Sequence[_SongArrays]) -> torch.Tensor:
+    """Mean BCE of the chorus logits against the per-chunk chorus shares, annotated songs only."""
+    rows = [i for i, s in enumerate(songs) if s.target is not None and len(s.target)]
+    if not rows:
+        return logits.new_zeros(())
+    u = torch.cat([logits[i, : len(songs[i].target)] for i in rows])
+    t = torch.cat([torch.from_numpy(songs[i].target) for i in rows]).to(u.device)
+    return F.binary_cross_entropy_with_logits(u, t)
 
 
 def bce(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -355,21 +504,32 @@ def bce(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def evaluate(net: nets.AttentionNet, items: Sequence[_Item], data: _Data, labels: Sequence[str],
              groups: Sequence[Sequence[str]], *, batch_size: int, device: torch.device,
              progress: bool = False) -> dict[str, Any]:
-    """Whole-song validation: loss, mean ROC AUC over labels, recall@1 per label group."""
+    """Whole-song validation: loss, mean ROC AUC over labels, recall@1 per label group.
+
+    For a chorus model (``chorus_logits``) also ``val_chorus``: the mean
+    c50, precision and chorusness-curve AUC over the annotated validation
+    songs (:func:`chorus_metrics`), overall and per render (manifest).
+    """
     from sklearn.metrics import roc_auc_score
 
     net.eval()
     min_tail = max(ScorerConfig().min_tail_frames, net.min_frames)
     order = sorted(range(len(items)), key=lambda i: items[i].n_frames)  # less padding
     probs = np.zeros((len(items), len(labels)), np.float32)
+    chorus_rows: list[tuple[str, dict]] = []
     with torch.no_grad():
         for start in tqdm(range(0, len(order), batch_size), desc="val", unit="batch",
                           leave=False, disable=not progress):
             idx = order[start:start + batch_size]
-            songs = [whole_song(items[i].frames(), data.mean, data.std, min_tail=min_tail)
-                     for i in idx]
-            _, y = batch_forward(net, songs, device)
+            songs = [whole_song_arrays(items[i], data, min_tail=min_tail) for i in idx]
+            u, y = forward_arrays(net, songs, device)
             probs[idx] = y.cpu().numpy()
+            if net.config.chorus_logits:
+                for j, i in enumerate(idx):
+                    if items[i].chorus:
+                        n = len(songs[j].full) + (songs[j].tail is not None)
+                        chorus_rows.append((items[i].render, chorus_metrics(
+                            u[j, :n].cpu().numpy(), songs[j], items[i])))
     targets = np.stack([i.target for i in items])
     loss = float(bce(torch.from_numpy(probs), torch.from_numpy(targets)))
     per_label = {}
@@ -377,8 +537,50 @@ def evaluate(net: nets.AttentionNet, items: Sequence[_Item], data: _Data, labels
         if 0 < targets[:, j].sum() < len(targets):  # both classes present
             per_label[name] = float(roc_auc_score(targets[:, j], probs[:, j]))
     auc = float(np.mean(list(per_label.values()))) if per_label else float("nan")
-    return {"val_loss": loss, "val_auc": auc, "val_auc_per_label": per_label,
-            "val_recall": group_recall(probs, targets, labels, groups)}
+    out = {"val_loss": loss, "val_auc": auc, "val_auc_per_label": per_label,
+           "val_recall": group_recall(probs, targets, labels, groups)}
+    if chorus_rows:
+        out["val_chorus"] = _mean_metrics([m for _, m in chorus_rows])
+        out["val_chorus_per_render"] = {
+            r: _mean_metrics([m for rr, m in chorus_rows if rr == r])
+            for r in sorted({r for r, _ in chorus_rows})}
+    return out
+
+
+def chorus_metrics(logits: np.ndarray, song: _SongArrays, item: _Item, *,
+                   length_s: float = 30.0, mel: MelConfig | None = None) -> dict[str, Any]:
+    """c50, precision and curve AUC of the pure chorusness window of one song.
+
+    The window is :func:`models.window.select` with gamma = beta = 1 over
+    ``sigmoid(logits)`` spread on the scorer's slots, as ``hookstream
+    detect`` does for a chorus model before any energy fusion.
+    """
+    from models.config import WindowConfig
+    from models.evaluation.metrics import coverage, curve_auc
+    from models.window import select, slot_attention
+
+    mel = mel or MelConfig()
+    sc = ScorerConfig()
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    lengths = [sc.chunk_frames] * len(song.full) + ([song.tail.shape[1]] if song.tail is not None
+                                                    else [])
+    n_slots = -(-item.n_frames // sc.slot_frames)
+    att = slot_attention(p, np.array(lengths), sc.slot_frames, n_slots, sc.chunk_frames)
+    slot_s = sc.slot_frames * mel.frame_seconds
+    duration = (item.n_frames * mel.hop_length + mel.n_fft - mel.hop_length) / mel.sample_rate
+    h = select(att, np.zeros(n_slots), slot_s=slot_s, duration_s=duration,
+               cfg=WindowConfig(length_s=length_s, gamma=1.0, beta=1.0))
+    out = coverage((h.start_s, h.end_s), item.chorus)
+    out["auc"] = curve_auc((np.arange(n_slots) + 0.5) * slot_s, att, item.chorus)
+    return out
+
+
+def _mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {"songs": float(len(rows))}
+    for key in ("c50", "precision", "c100", "auc"):
+        got = [float(r[key]) for r in rows if r.get(key) is not None]
+        out[key] = float(np.mean(got)) if got else None
+    return out
 
 
 def group_recall(probs: np.ndarray, targets: np.ndarray, labels: Sequence[str],
@@ -398,8 +600,12 @@ def group_recall(probs: np.ndarray, targets: np.ndarray, labels: Sequence[str],
     return out
 
 
-def _score(metrics: Mapping[str, Any]) -> float:
-    """Early-stopping criterion: val AUC, or minus the val loss when no label has both classes."""
+def _score(metrics: Mapping[str, Any], select_on: str = "auc") -> float:
+    """Early-stopping criterion: val AUC (minus the val loss when no label has both
+    classes), or with ``select_on="chorus"`` the mean of val c50 and precision."""
+    if select_on == "chorus" and "val_chorus" in metrics:
+        c = metrics["val_chorus"]
+        return (c["c50"] + c["precision"]) / 2.0
     auc = metrics["val_auc"]
     return auc if math.isfinite(auc) else -metrics["val_loss"]
 
@@ -426,13 +632,19 @@ def train_epoch(net: nets.AttentionNet, opt: torch.optim.Optimizer, data: _Data,
     bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
     for start in bar:
         items = [data.train[i] for i in order[start:start + cfg.batch_size]]
-        songs = [(train_chunks(i.frames(), data.mean, data.std, chunk_frames=cf,
-                               max_chunks=cfg.max_chunks, rng=rng), None) for i in items]
+        songs = []
+        for it in items:
+            first, take = crop(it.n_frames, chunk_frames=cf, max_chunks=cfg.max_chunks, rng=rng)
+            gain = float(rng.uniform(-cfg.gain_db, cfg.gain_db)) if cfg.gain_db else 0.0
+            songs.append(song_arrays(it, data, start=first, take=take, mel=cfg.mel,
+                                     offset=gain * math.log(10.0) / 10.0))  # dB -> log power
         target = torch.from_numpy(np.stack([i.target for i in items])).to(device)
         for group in opt.param_groups:
             group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
-        _, y = batch_forward(net, songs, device)
+        u, y = forward_arrays(net, songs, device)
         loss = bce(y, target)
+        if cfg.chorus_weight:
+            loss = loss + cfg.chorus_weight * chorus_loss(u, songs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -482,7 +694,8 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
     started = time.monotonic()
     probe = nets.build(cfg.model_config(1))
     stats = (saved["norm.mean"], saved["norm.std"]) if saved is not None else None
-    data = prepare_data(cfg, min_frames=probe.min_frames, progress=progress, stats=stats)
+    data = prepare_data(cfg, min_frames=probe.min_frames, progress=progress, stats=stats,
+                        chroma=probe.config.n_chroma > 0)
     if saved is not None and tuple(saved["doc"]["labels"]) != data.labels:
         raise ConfigError(f"resume: saved labels {saved['doc']['labels']} differ from "
                           f"{list(data.labels)}")
@@ -516,7 +729,7 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
                                      progress=progress)
             metrics = evaluate(net, data.val, data, data.labels, cfg.label_groups,
                                batch_size=cfg.batch_size, device=device, progress=progress)
-            score = _score(metrics)
+            score = _score(metrics, cfg.select_on)
             improved = score > best_score
             if improved:
                 best_epoch, best_score, bad = epoch, score, 0
@@ -553,7 +766,8 @@ def _finish(cfg: TrainConfig, data: _Data, model_cfg: nets.ModelConfig,
                                "stopped_early": stopped}
     if best is not None:
         metrics.update({k: best[k] for k in ("val_auc", "val_auc_per_label", "val_recall",
-                                             "val_loss", "train_loss")})
+                                             "val_loss", "train_loss", "val_chorus",
+                                             "val_chorus_per_render") if k in best})
     provenance = {
         "trained": bool(history),
         "data": data.provenance,
@@ -579,6 +793,9 @@ def _finish(cfg: TrainConfig, data: _Data, model_cfg: nets.ModelConfig,
 
 def _epoch_line(h: Mapping[str, Any], epochs: int) -> str:
     recall = " ".join(f"{k} {v:.3f}" for k, v in h["val_recall"].items())
+    if "val_chorus" in h:
+        c = h["val_chorus"]
+        recall += f" chorus c50 {c['c50']:.3f} precision {c['precision']:.3f} auc {c['auc']:.3f}"
     return (f"epoch {h['epoch']}/{epochs}: loss {h['train_loss']:.4f} val_loss {h['val_loss']:.4f} "
             f"val_auc {h['val_auc']:.4f}{' ' + recall if recall else ''} lr {h['lr']:.2g} "
             f"({h['seconds']:.1f} s){' *best' if h['best'] else ''}")
@@ -714,6 +931,10 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: Path, *, title: str
     ax_loss.set_ylabel("binary cross-entropy")
     ax_loss.legend()
     ax_val.plot(epochs, series("val_auc"), marker="o", label="val mean ROC AUC")
+    if history and "val_chorus" in history[0]:
+        for key, style in (("c50", "-"), ("precision", "-"), ("auc", ":")):
+            ax_val.plot(epochs, series("val_chorus", key), marker="s", linestyle=style,
+                        label=f"val chorus {key}")
     groups = list(history[0]["val_recall"]) if history else []
     for g in groups:
         ax_val.plot(epochs, series("val_recall", g), marker=".", linestyle="--",

@@ -25,6 +25,17 @@ def register(sub) -> None:
         help="General MIDI .sf2 file (default: FluidR3_GM.sf2, else TimGM6mb.sf2 in /usr/share/sounds/sf2)",
     )
     q.add_argument(
+        "--programs", default=None,
+        help="another arrangement: General MIDI programs per track, e.g. "
+             "MELODY=73,BRIDGE=48,PIANO=19; 'random' (per song, from --seed); or a preset: "
+             "band, strings (default: the files' own piano)",
+    )
+    q.add_argument("--seed", type=int, default=0, help="seed of --programs random (default: 0)")
+    q.add_argument("--annotated-only", action="store_true",
+                   help="render only the songs with chorus annotations")
+    q.add_argument("--splits", default=None,
+                   help="render only these splits, comma-separated (train,val,test; default: all)")
+    q.add_argument(
         "--jobs", type=int, default=os.cpu_count(),
         help="songs rendered in parallel (default: %(default)s)",
     )
@@ -33,11 +44,15 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render POP909 and print where the manifest is, with counts per split and label."""
+    from models.training.arrangement import parse_programs
     from models.training.manifest import load_manifest
     from models.training.pop909 import LABELS, render_pop909
 
+    splits = [s.strip() for s in args.splits.split(",")] if args.splits else None
     manifest = render_pop909(
         Path(args.src), Path(args.out), soundfont=args.soundfont, jobs=args.jobs or 1,
+        programs=parse_programs(args.programs), seed=args.seed,
+        annotated_only=args.annotated_only, splits=splits,
     )
     songs = load_manifest(manifest, label_names=LABELS)
     print(f"manifest: {manifest} ({len(songs)} songs)")

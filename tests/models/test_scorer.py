@@ -1,5 +1,7 @@
 """Streaming scorer: chunk-by-chunk equals the whole-track pass; batched equals single."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,13 @@ from models.scorer import Scorer, TrackState, whole_track_chunks
 LABELS = ("major", "minor", "slow", "medium", "fast")
 
 
-def make_scorer(arch="huang", full=False, **cfg):
+STRUCTURE = dict(n_chroma=12, track_norm=True, chorus_logits=True)
+
+
+def make_scorer(arch="huang", full=False, structure=False, **cfg):
     model = (nets.huang(5) if arch == "huang" else nets.cran(5)) if full else nets.tiny(arch)
+    if structure:
+        model = dataclasses.replace(model, **STRUCTURE)
     ckpt = checkpoint.untrained(model, LABELS, seed=1)
     ckpt = checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
                                     "norm_std": np.full(128, 4.0, np.float32)})
@@ -30,15 +37,22 @@ def song(seconds, seed=0):
 
 def reference(scorer, samples):
     """The model's whole-track forward pass on the whole signal (no scorer code)."""
-    frames = (mel.mel_frames(samples, scorer.mel_cfg) - scorer.mean) / scorer.std
+    logmel, chroma = mel.features(samples, scorer.mel_cfg)
+    frames = (logmel - scorer.mean) / scorer.std
     chunks = whole_track_chunks(frames, scorer.cfg, scorer.min_tail)
+    cf = scorer.cfg.chunk_frames
+    chunk_chroma = torch.tensor(np.array([chroma[i * cf:(i + 1) * cf].mean(axis=0)
+                                          for i in range(len(chunks))]))[None]
     with torch.inference_mode():
-        if all(c.shape[1] == scorer.cfg.chunk_frames for c in chunks):
+        if all(c.shape[1] == cf for c in chunks):
             x = torch.from_numpy(np.stack(chunks)[None])
-            att, y = scorer.net(x, torch.tensor([len(chunks)]))
+            att, y = scorer.net(x, torch.tensor([len(chunks)]),
+                                chunk_chroma if scorer.n_chroma else None)
         else:  # partial final chunk: embed separately, attend over all
             emb = torch.cat([scorer.net.embed(torch.from_numpy(np.ascontiguousarray(c[None])))
                              for c in chunks])[None]
+            if scorer.n_chroma:
+                emb = torch.cat([emb, chunk_chroma], dim=2)
             u, y = scorer.net.attend(emb, torch.tensor([len(chunks)]))
             att = torch.softmax(u, dim=1)
     return att[0].numpy(), y[0].numpy()
@@ -53,10 +67,11 @@ def stream(scorer, samples, cuts, track_id="t"):
     return state, provisional
 
 
+@pytest.mark.parametrize("structure", [False, True])
 @pytest.mark.parametrize("arch", ["huang", "cran"])
 @pytest.mark.parametrize("seconds", [40.0, 31.7, 2.5])
-def test_streaming_final_equals_whole_track(arch, seconds, seed):
-    scorer = make_scorer(arch)
+def test_streaming_final_equals_whole_track(arch, seconds, structure, seed):
+    scorer = make_scorer(arch, structure=structure)
     x = song(seconds)
     cuts = np.sort(np.random.default_rng(3).integers(0, len(x), 12))
     state, _ = stream(scorer, x, cuts)
@@ -65,6 +80,13 @@ def test_streaming_final_equals_whole_track(arch, seconds, seed):
     assert final.final and len(final.attention) == len(att)
     np.testing.assert_allclose(final.attention, att, atol=1e-5)
     np.testing.assert_allclose(list(final.labels.values()), y, atol=1e-5)
+    if structure:  # the window reads sigmoid(logits): same order as the attention
+        assert final.chorusness is not None and len(final.chorusness) == len(att)
+        assert np.all((final.chorusness > 0) & (final.chorusness < 1))
+        np.testing.assert_array_equal(np.argsort(final.chorusness, kind="stable"),
+                                      np.argsort(final.attention, kind="stable"))
+    else:
+        assert final.chorusness is None
 
 
 def test_full_size_huang_streaming_equals_whole_track(seed):
@@ -91,8 +113,9 @@ def test_provisional_after_every_chunk_and_bounded_context(seed):
     np.testing.assert_allclose(state.logits[-4:], u[0].numpy(), atol=1e-5)
 
 
-def test_batched_equals_single(seed):
-    scorer = make_scorer()
+@pytest.mark.parametrize("structure", [False, True])
+def test_batched_equals_single(structure, seed):
+    scorer = make_scorer(structure=structure)
     tracks = {f"t{i}": song(s, seed=i) for i, s in enumerate([7.0, 33.0, 12.5, 0.5, 20.0])}
     single = {}
     for tid, x in tracks.items():
@@ -111,8 +134,9 @@ def test_batched_equals_single(seed):
         assert batched[tid].duration_s == single[tid].duration_s
 
 
-def test_state_roundtrip_reproduces_output(seed):
-    scorer = make_scorer()
+@pytest.mark.parametrize("structure", [False, True])
+def test_state_roundtrip_reproduces_output(structure, seed):
+    scorer = make_scorer(structure=structure)
     x = song(20.0)
     state = scorer.step([(scorer.init_state("a/b"), x[:200_000])])[0]
     restored = TrackState.from_bytes(state.to_bytes())
@@ -120,15 +144,20 @@ def test_state_roundtrip_reproduces_output(seed):
     a = scorer.finalize(scorer.step([(state, x[200_000:])]))[0]
     b = scorer.finalize(scorer.step([(restored, x[200_000:])]))[0]
     np.testing.assert_array_equal(a.attention, b.attention)
+    if structure:
+        np.testing.assert_array_equal(restored.pending_chroma, state.pending_chroma)
 
 
 def test_state_rejects_garbage_and_other_versions():
     with pytest.raises(InputError, match="not a serialised TrackState"):
         TrackState.from_bytes(b"garbage-bytes-here")
     scorer = make_scorer()
-    data = scorer.init_state("x").to_bytes().replace(b'"version":"1"', b'"version":"9"')
+    good = scorer.init_state("x").to_bytes()
     with pytest.raises(InputError, match="version 9"):
-        TrackState.from_bytes(data)
+        TrackState.from_bytes(good.replace(b'"version":"2"', b'"version":"9"'))
+    # A state written by the previous release (version 1) is refused, not misread.
+    with pytest.raises(InputError, match="version 1, this hookstream reads version 2"):
+        TrackState.from_bytes(good.replace(b'"version":"2"', b'"version":"1"'))
 
 
 def test_short_track_without_chunks_and_too_long_track():

@@ -1,0 +1,91 @@
+"""Chorus-supervised training: per-chunk targets, two renders, chorus selection, detect reads it."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from models import checkpoint as ckpts
+from models.config import DetectConfig, MelConfig
+from models.detect import Detector
+from models.errors import ConfigError
+from models.examples import SR, synth_song
+from models.training.train import TrainConfig, chorus_frames, chunk_values, train
+
+
+def test_chorus_targets_are_the_share_of_chorus_frames():
+    mel = MelConfig()
+    frames = chorus_frames(400, [(3.0, 6.0)], mel)
+    centres = (np.arange(400) * mel.hop_length + mel.n_fft / 2) / mel.sample_rate
+    np.testing.assert_array_equal(frames, ((centres >= 3.0) & (centres < 6.0)).astype(np.float32))
+    shares = chunk_values(frames, 0, [130, 130, 130, 10])
+    assert shares[0] == pytest.approx(frames[:130].mean()) and 0 < shares[0] < 1
+    assert shares[1] == pytest.approx(frames[130:260].mean())
+    assert shares[3] == 0.0 and len(shares) == 4
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    """Six synthetic verse/chorus songs in two 'renders' (the second quieter and brighter)."""
+    root = tmp_path_factory.mktemp("chorus")
+    manifests = []
+    for render, (gain, tilt) in {"a": (1.0, 0.0), "b": (0.4, 0.6)}.items():
+        (root / render).mkdir()
+        lines = []
+        for i in range(6):
+            x, chorus = synth_song(seed=i, bar_s=1.0)
+            if tilt:  # a first difference: another "timbre"
+                x = np.concatenate([[0.0], x[1:] - tilt * x[:-1]]).astype(np.float32)
+            sf.write(root / render / f"s{i}.wav", gain * x, SR)
+            lines.append(json.dumps({"audio": f"s{i}.wav", "id": f"s{i}", "labels": ["major"],
+                                     "chorus": chorus, "split": "val" if i >= 4 else "train"}))
+        (root / render / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+        manifests.append(str(root / render / "manifest.jsonl"))
+    return root, manifests
+
+
+def _cfg(root, manifests, out, **kw):
+    base = dict(manifest=manifests[0], extra_manifests=manifests[1:], out=str(out),
+                name="test-chorus", cache_dir=str(root / "cache"),
+                model={"preset": "tiny-huang", "n_chroma": 12, "track_norm": True,
+                       "chorus_logits": True},
+                labels=["major", "minor"], optimizer="adam", lr=0.01, batch_size=4, epochs=4,
+                patience=5, seed=0, max_chunks=0, device="cpu", num_threads=1,
+                chorus_weight=1.0, gain_db=3.0, select_on="chorus")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_chorus_model_trains_on_two_renders_and_detect_reads_its_chorusness(renders, tmp_path):
+    root, manifests = renders
+    result = train(_cfg(root, manifests, tmp_path / "m.safetensors"), progress=False,
+                   command="pytest")
+    ckpt = ckpts.load(result.checkpoint)
+    assert ckpt.model.chorus_logits and ckpt.model.n_chroma == 12
+    data = ckpt.provenance["data"]
+    assert data["n_train"] == 8 and data["n_val"] == 4 and data["n_train_annotated"] == 8
+    history = json.loads(result.history.read_text())
+    assert all("val_chorus" in h and set(h["val_chorus_per_render"]) == set(manifests)
+               for h in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]  # the joint loss goes down
+    best = result.metrics["val_chorus"]
+    assert 0 <= best["c50"] <= 1 and 0 <= best["precision"] <= 1 and best["songs"] == 4
+    # Detection reads the chorusness (sigmoid of the logits), not the softmax attention.
+    det = Detector(DetectConfig(device="cpu"), ckpt)
+    x, _ = synth_song(seed=5, bar_s=1.0)
+    d = det.detect_samples("s5", x)
+    assert d.scores.chorusness is not None
+    c, a = d.scores.chorusness, d.scores.attention
+    assert len(c) == len(a) and np.all((c > 0) & (c < 1))
+    # sigmoid and softmax of the same logits: log(c / (1 - c)) - log(a) is one constant.
+    np.testing.assert_allclose(np.log(c / (1 - c)) - np.log(a), np.log(c[0] / (1 - c[0])) - np.log(a[0]),
+                               atol=1e-3)
+
+
+def test_chorus_weight_needs_chorus_logits(renders, tmp_path):
+    root, manifests = renders
+    with pytest.raises(ConfigError, match="chorus_logits"):
+        _cfg(root, manifests, tmp_path / "m.safetensors", model={"preset": "tiny-huang"})
+    with pytest.raises(ConfigError, match="select_on"):
+        _cfg(root, manifests, tmp_path / "m.safetensors", select_on="loss")

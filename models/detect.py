@@ -17,7 +17,7 @@ from models import checkpoint as ckpts
 from models.audio import decode
 from models.config import DetectConfig, WindowConfig
 from models.scorer import Scorer, TrackScores
-from models.window import Highlight, select, slot_attention
+from models.window import Highlight, select_top, slot_attention
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,14 @@ class Detection:
     highlight: Highlight
     scores: TrackScores
     model: str
+    highlights: tuple[Highlight, ...] = ()  # up to top_k non-overlapping spans, best first
 
     def as_json(self, **extra) -> dict:
         h = self.highlight
         out = {**extra, "track_id": self.track_id, "start_s": h.start_s, "end_s": h.end_s,
                "duration_s": round(self.scores.duration_s, 3), "score": round(h.score, 6),
-               "model": self.model}
+               "model": self.model,
+               "highlights": highlights_json(self.highlights or (h,))}
         if self.scores.labels is not None:
             out["labels"] = {k: round(v, 4) for k, v in self.scores.labels.items()}
         return out
@@ -67,16 +69,27 @@ class Detector:
 
     def highlight(self, scores: TrackScores, window: WindowConfig | None = None) -> Highlight:
         """The window over a track's (provisional or final) scores."""
-        att, energy = self.slot_curves(scores)
-        return select(att, energy, slot_s=self.scorer.slot_seconds,
-                      duration_s=scores.duration_s, cfg=window or self.cfg.window)
+        return self.highlights(scores, 1, window)[0]
 
-    def detect_samples(self, track_id: str, samples: np.ndarray) -> Detection:
+    def highlights(self, scores: TrackScores, k: int, window: WindowConfig | None = None
+                   ) -> tuple[Highlight, ...]:
+        """Up to ``k`` non-overlapping highlights, best first (the first is :meth:`highlight`)."""
+        att, energy = self.slot_curves(scores)
+        return tuple(select_top(att, energy, slot_s=self.scorer.slot_seconds,
+                                duration_s=scores.duration_s, cfg=window or self.cfg.window, k=k))
+
+    def detect_samples(self, track_id: str, samples: np.ndarray, *, top_k: int = 1) -> Detection:
         state = self.scorer.step([(self.scorer.init_state(track_id), samples)])[0]
         scores = self.scorer.finalize([state])[0]
-        return Detection(track_id, self.highlight(scores), scores, self.scorer.model_name)
+        spans = self.highlights(scores, top_k)
+        return Detection(track_id, spans[0], scores, self.scorer.model_name, spans)
 
-    def detect_file(self, path: str | Path) -> Detection:
+    def detect_file(self, path: str | Path, *, top_k: int = 1) -> Detection:
         samples = decode(path, sr=self.ckpt.mel.sample_rate,
                          max_duration_s=self.cfg.scorer.max_duration_s)
-        return self.detect_samples(track_id_for(path), samples)
+        return self.detect_samples(track_id_for(path), samples, top_k=top_k)
+
+
+def highlights_json(spans) -> list[dict]:
+    """``[{"start_s", "end_s", "score"}, ...]`` as in detect's JSON and the final event."""
+    return [{"start_s": h.start_s, "end_s": h.end_s, "score": round(h.score, 6)} for h in spans]

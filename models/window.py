@@ -37,12 +37,13 @@ class Highlight:
         return self.end_s - self.start_s
 
 
-def best_window(curve: np.ndarray, width: int, *, bonus: np.ndarray | None = None
-                ) -> tuple[int, float]:
+def best_window(curve: np.ndarray, width: int, *, bonus: np.ndarray | None = None,
+                allowed: np.ndarray | None = None) -> tuple[int, float]:
     """Start index and value of the best ``width``-long window over ``curve``.
 
     The value is ``sum(curve[i:i+width]) + bonus[i]``. Ties go to the earliest
-    start. ``width`` >= len(curve) returns (0, whole sum).
+    start. ``width`` >= len(curve) returns (0, whole sum). ``allowed``
+    (bool per start, ``len(curve) - width + 1``) restricts the starts.
     """
     curve = np.asarray(curve, dtype=np.float64)
     if width >= len(curve):
@@ -51,6 +52,8 @@ def best_window(curve: np.ndarray, width: int, *, bonus: np.ndarray | None = Non
     sums = csum[width:] - csum[:-width]  # sums[i] = curve[i:i+width].sum()
     if bonus is not None:
         sums = sums + np.asarray(bonus, np.float64)[: len(sums)]
+    if allowed is not None:
+        sums = np.where(allowed[: len(sums)], sums, -np.inf)
     # The curves come from float32 networks: batching or thread count moves them by ~1e-7.
     # Windows within a relative 1e-6 of the best count as tied, and the earliest wins, so
     # the streaming and offline paths pick the same span.
@@ -89,10 +92,25 @@ def fused_curve(attention_slots: np.ndarray, energy_slots: np.ndarray, gamma: fl
 def select(attention_slots: np.ndarray, energy_slots: np.ndarray, *, slot_s: float,
            duration_s: float, cfg: WindowConfig) -> Highlight:
     """Pick the highlight of one track from its slot curves (eq. 9-10)."""
+    return select_top(attention_slots, energy_slots, slot_s=slot_s, duration_s=duration_s,
+                      cfg=cfg, k=1)[0]
+
+
+def select_top(attention_slots: np.ndarray, energy_slots: np.ndarray, *, slot_s: float,
+               duration_s: float, cfg: WindowConfig, k: int) -> list[Highlight]:
+    """Up to ``k`` non-overlapping highlights, best first; the first is :func:`select`'s.
+
+    Greedy: the best window (ties to the earliest start), then the best one
+    that does not overlap any chosen one, and so on, until ``k`` are chosen or
+    no window fits. A track no longer than the window has one highlight, the
+    whole track.
+    """
+    if k < 1:
+        raise ValueError(f"k = {k}: at least one highlight")
     n = len(energy_slots)
     if duration_s <= cfg.length_s or n == 0:
         curve, _ = fused_curve(attention_slots, energy_slots, cfg.gamma) if n else (np.zeros(1), None)
-        return Highlight(0.0, float(duration_s), float(np.mean(curve)) if n else 0.0)
+        return [Highlight(0.0, float(duration_s), float(np.mean(curve)) if n else 0.0)]
     curve, energy = fused_curve(attention_slots, energy_slots, cfg.gamma)
     width = max(1, int(round(cfg.length_s / slot_s)))
     bonus = None
@@ -100,12 +118,16 @@ def select(attention_slots: np.ndarray, energy_slots: np.ndarray, *, slot_s: flo
         d1 = np.diff(energy, prepend=energy[0])
         d2 = np.diff(d1, prepend=d1[0])
         bonus = (1.0 - cfg.beta) * (d1 + d2) / cfg.beta
-    i, total = best_window(curve, width, bonus=bonus)
-    start = i * slot_s
-    end = min(start + cfg.length_s, duration_s)
-    start = max(0.0, end - cfg.length_s)
-    score = float(curve[i:i + width].mean())
-    return Highlight(round(start, 3), round(end, 3), score)
+    free = np.ones(max(1, n - width + 1), bool)  # window starts still allowed
+    out: list[Highlight] = []
+    while len(out) < k and free.any():
+        i, _ = best_window(curve, width, bonus=bonus, allowed=free)
+        start = i * slot_s
+        end = min(start + cfg.length_s, duration_s)
+        start = max(0.0, end - cfg.length_s)
+        out.append(Highlight(round(start, 3), round(end, 3), float(curve[i:i + width].mean())))
+        free[max(0, i - width + 1):i + width] = False
+    return out
 
 
 def _scale_max(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,9 @@ def register(sub) -> None:
                    help="highlight length in seconds (default: config, 30)")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="model checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--top", type=int, default=1, metavar="K",
+                   help="up to K non-overlapping highlights per track, best first, in the JSON "
+                        "'highlights' list (default: 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per input per line")
     p.add_argument("--plot", default=None, metavar="DIR",
                    help="write a PNG per track: mel-spectrogram, attention, chosen span")
@@ -35,6 +38,9 @@ def run(args) -> int:
     from models.detect import Detector, track_id_for
     from models.errors import HookstreamError
 
+    if args.top < 1:
+        print(f"hookstream detect: error: --top {args.top}: must be at least 1", file=sys.stderr)
+        return 2
     cfg = load_detect_config(args.config)
     if args.length is not None:
         cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
@@ -50,7 +56,7 @@ def run(args) -> int:
         try:
             samples = decode(path, sr=detector.ckpt.mel.sample_rate,
                              max_duration_s=cfg.scorer.max_duration_s)
-            det = detector.detect_samples(track_id_for(path), samples)
+            det = detector.detect_samples(track_id_for(path), samples, top_k=args.top)
         except HookstreamError as exc:
             failed += 1
             tqdm.write(f"hookstream detect: {exc}", file=sys.stderr)

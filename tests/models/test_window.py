@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.config import WindowConfig
-from models.window import best_window, select, slot_attention
+from models.window import best_window, select, slot_attention, select_top
 
 #            slot: 0  1  2  3  4  5  6  7  8  9
 CASES = [
@@ -67,3 +67,22 @@ def test_slot_attention_keeps_density_of_partial_chunk():
     assert att[10:20].sum() == pytest.approx(0.3)
     # The 50-frame tail keeps a full chunk's density: 0.2/130 per frame, not 0.2/50.
     assert att[20:] == pytest.approx([0.2 * 13 / 130] * 3 + [0.2 * 11 / 130])
+
+
+def test_select_top_gives_non_overlapping_spans_best_first():
+    # Three bumps of decreasing height; windows of 10 slots (3 s).
+    att = np.zeros(120)
+    att[10:20], att[60:70], att[95:105] = 1.0, 0.8, 0.6
+    cfg = WindowConfig(3.0, gamma=1.0)
+    top = select_top(att, np.zeros(120), slot_s=0.3, duration_s=36.0, cfg=cfg, k=5)
+    assert top[0] == select(att, np.zeros(120), slot_s=0.3, duration_s=36.0, cfg=cfg)
+    assert [h.start_s for h in top[:3]] == pytest.approx([3.0, 18.0, 28.5])
+    assert [h.score for h in top[:3]] == sorted([h.score for h in top[:3]], reverse=True)
+    spans = sorted((h.start_s, h.end_s) for h in top)
+    assert all(a[1] <= b[0] + 1e-9 for a, b in zip(spans, spans[1:]))  # no overlap
+    assert 3 <= len(top) <= 5
+
+
+def test_select_top_on_a_short_track_is_the_whole_track():
+    top = select_top(np.ones(10), np.ones(10), slot_s=0.3, duration_s=3.0, cfg=WindowConfig(30.0), k=3)
+    assert len(top) == 1 and (top[0].start_s, top[0].end_s) == (0.0, 3.0)

@@ -108,3 +108,17 @@ def test_bad_checkpoint_is_a_clear_error(files, tmp_path, capsys):
     bad.write_bytes(b"junk")
     assert main(["detect", str(d / "short.wav"), "--checkpoint", str(bad)]) == 2
     assert "not a readable safetensors checkpoint" in capsys.readouterr().err
+
+
+def test_top_k_highlights_in_json(files, capsys):
+    d, ckpt = files
+    rc = main(["detect", str(d / "song.flac"), "--json", "--top", "3", "--checkpoint", str(ckpt),
+               "--length", "10"])
+    row = json.loads(capsys.readouterr().out)
+    spans = row["highlights"]
+    assert rc == 0 and 1 <= len(spans) <= 3
+    assert (spans[0]["start_s"], spans[0]["end_s"]) == (row["start_s"], row["end_s"])
+    ordered = sorted((s["start_s"], s["end_s"]) for s in spans)
+    assert all(a[1] <= b[0] + 1e-9 for a, b in zip(ordered, ordered[1:]))
+    assert [s["score"] for s in spans] == sorted((s["score"] for s in spans), reverse=True)
+    assert main(["detect", str(d / "song.flac"), "--top", "0", "--checkpoint", str(ckpt)]) == 2

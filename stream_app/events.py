@@ -346,6 +346,7 @@ def make_highlight_event(
     labels: dict[str, float] | None = None,
     incomplete: bool | None = None,
     emitted_at: str | None = None,
+    highlights: list[dict] | None = None,
 ) -> dict:
     """Build and validate a highlight event (a JSON-ready dict).
 
@@ -361,6 +362,9 @@ def make_highlight_event(
     labels : optional label -> probability
     incomplete : True on a final event made without an end chunk (idle timeout)
     emitted_at : ISO-8601 UTC; default now
+    highlights : on final events, up to ``stream.top_k`` non-overlapping
+        ``{"start_s", "end_s", "score"}`` spans, best first; the first is the
+        event's own span
     """
     event: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -379,6 +383,9 @@ def make_highlight_event(
         event["incomplete"] = bool(incomplete)
     if labels is not None:
         event["labels"] = {str(k): float(v) for k, v in labels.items()}
+    if highlights is not None:
+        event["highlights"] = [{"start_s": float(h["start_s"]), "end_s": float(h["end_s"]),
+                                "score": float(h["score"])} for h in highlights]
     _check_highlight(event)
     return event
 
@@ -424,6 +431,16 @@ def _check_highlight(e: dict) -> None:
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in labels.values())
     ):
         raise EventError("bad_highlight", f"{where}: labels must map label names to finite numbers")
+    spans = e.get("highlights")
+    if spans is not None and not (
+        isinstance(spans, list) and spans
+        and all(isinstance(h, dict) and all(
+            isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool)
+            and math.isfinite(h[k]) for k in ("start_s", "end_s", "score"))
+            and 0 <= h["start_s"] <= h["end_s"] for h in spans)
+    ):
+        raise EventError("bad_highlight", f"{where}: highlights must be a non-empty list of "
+                                          "{start_s, end_s, score} with 0 <= start_s <= end_s")
 
 
 # --- dead letters ------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.detect import Detector
+from models.detect import Detector, highlights_json
 from models.scorer import TrackScores
 from stream_app import events
 from stream_app.metrics import Metrics
@@ -180,18 +180,19 @@ class Processor:
 
     def _final(self, out: Outcome, record: TrackRecord, scores: TrackScores, now: float, *,
                how: str) -> None:
-        h = self.detector.highlight(scores)
-        out.highlights.append(self._event("final", record, scores, h,
-                                          incomplete=record.incomplete))
+        spans = self.detector.highlights(scores, self.stream.top_k)
+        out.highlights.append(self._event("final", record, scores, spans[0],
+                                          incomplete=record.incomplete,
+                                          highlights=highlights_json(spans)))
         out.records[record.track_id] = record.closed(now)
         self.metrics.tracks_finished.labels(how).inc()
 
-    def _event(self, kind, record, scores, h, incomplete=None) -> dict:
+    def _event(self, kind, record, scores, h, incomplete=None, highlights=None) -> dict:
         return events.make_highlight_event(
             record.track_id, kind=kind, start_s=h.start_s, end_s=h.end_s, score=h.score,
             audio_s=round(scores.duration_s, 3), model=self.scorer.model_name,
             seq=max(record.next_seq - 1, 0), labels=scores.labels,
-            incomplete=incomplete if kind == "final" else None)
+            incomplete=incomplete if kind == "final" else None, highlights=highlights)
 
     def _reject(self, out: Outcome, msg: Incoming, reason: str, detail: str, *,
                 keep_value: bool = True) -> None:

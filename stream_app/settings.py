@@ -79,6 +79,7 @@ class StreamSettings:
     idle_timeout_s: float = 60.0
     allowed_sample_rates: tuple[int, ...] = (22050,)
     max_channels: int = 2
+    top_k: int = 3  # highlights listed in a final event (non-overlapping, best first)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def _stream(v: dict) -> StreamSettings:
             _int(f"stream.allowed_sample_rates[{i}]", r, lo=1) for i, r in enumerate(rates)
         ),
         max_channels=_int("stream.max_channels", v.get("max_channels", d.max_channels), lo=1),
+        top_k=_int("stream.top_k", v.get("top_k", d.top_k), lo=1),
     )
 
 

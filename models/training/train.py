@@ -85,6 +85,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models import checkpoint as ckpts
 from models import nets
+from models.training import card
 from models.config import MelConfig, ScorerConfig, from_dict, load_yaml, to_dict
 from models.errors import ConfigError, InputError
 from models.training.features import build_feature_cache, cache_path, load_features, norm_stats
@@ -779,11 +780,15 @@ def _finish(cfg: TrainConfig, data: _Data, model_cfg: nets.ModelConfig,
         "device": str(device),
         "train_seconds": round(seconds, 1),
     }
+    provenance["model_card"] = card.make_card(
+        name=cfg.name, model=dataclasses.asdict(model_cfg), labels=list(data.labels),
+        data=data.provenance, metrics=provenance["metrics"], config=provenance["config"])
     ckpt = ckpts.Checkpoint(name=cfg.name, model=model_cfg, mel=cfg.mel, labels=data.labels,
                             norm_mean=data.mean, norm_std=data.std,
                             state_dict={k: v.cpu() for k, v in best_state.items()},
                             provenance=provenance)
     path = ckpts.save(ckpt, out)
+    card_path(out).write_text(card.render(provenance["model_card"]))
     _write_json(history_path(out), history)
     plot = plot_history(history, history_plot_path(out), title=cfg.name)
     return TrainResult(checkpoint=path, history=history_path(out), plot=plot,
@@ -805,6 +810,12 @@ def _epoch_line(h: Mapping[str, Any], epochs: int) -> str:
 def resume_path(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".resume") / "state.safetensors"
+
+
+def card_path(out: str | Path) -> Path:
+    """The Markdown model card written beside a checkpoint."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".safetensors") + ".card.md")
 
 
 def history_path(out: str | Path) -> Path:

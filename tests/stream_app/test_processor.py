@@ -113,8 +113,11 @@ class Harness:
 
 
 def assert_final_equals_detect(final: dict, detector: Detector, samples: np.ndarray):
-    want = detector.detect_samples(final["track_id"], samples)
+    want = detector.detect_samples(final["track_id"], samples, top_k=3)
     assert (final["start_s"], final["end_s"]) == (want.highlight.start_s, want.highlight.end_s)
+    # The final event lists the same top-3 spans as `detect --top 3`, its own span first.
+    assert [(h["start_s"], h["end_s"]) for h in final["highlights"]] == \
+        [(h.start_s, h.end_s) for h in want.highlights]
     assert final["score"] == pytest.approx(want.highlight.score, abs=1e-4)
     assert final["audio_s"] == round(len(samples) / SR, 3)
 

@@ -63,6 +63,10 @@ def test_chorus_model_trains_on_two_renders_and_detect_reads_its_chorusness(rend
                    command="pytest")
     ckpt = ckpts.load(result.checkpoint)
     assert ckpt.model.chorus_logits and ckpt.model.n_chroma == 12
+    model_card = ckpt.provenance["model_card"]
+    assert "chorus positions" in model_card["supervision"] and model_card["limits"]
+    text = (tmp_path / "m.card.md").read_text()
+    assert text.startswith("# Model card: test-chorus") and "c50" in text
     data = ckpt.provenance["data"]
     assert data["n_train"] == 8 and data["n_val"] == 4 and data["n_train_annotated"] == 8
     history = json.loads(result.history.read_text())

@@ -150,3 +150,11 @@ def test_console_script(files, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"{tmp_path / 'mono.ogg'}  " in proc.stdout and "notes.wav" in proc.stderr
+
+
+def test_cli_defaults_match_the_library():
+    import models.clip as lib
+    from stream_app.commands import clip as cmd
+
+    for name in ("FORMATS", "DEFAULT_FORMAT", "DEFAULT_FADE_IN_S", "DEFAULT_FADE_OUT_S"):
+        assert getattr(cmd, name) == getattr(lib, name), name

@@ -38,8 +38,8 @@ def register(sub) -> None:
                         "true peak kept under -1 dBTP")
     p.add_argument("--from-events", default=None, metavar="FILE",
                    help="take the spans from final highlight events (JSON lines, as "
-                        "`hookstream subscribe` prints them), matched to PATHs by track id "
-                        "(the file name without extension)")
+                        "`hookstream subscribe` prints them; - for stdin), matched to PATHs by "
+                        "track id (the file name without extension)")
     p.add_argument("--overwrite", action="store_true", help="replace clips that already exist")
     p.add_argument("--json", action="store_true", help="one JSON object per input per line")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
@@ -138,7 +138,7 @@ def _spans_from_events(path: str, length: float | None) -> dict[str, tuple[float
 
     spans: dict[str, tuple[float, float, dict]] = {}
     try:
-        lines = Path(path).read_bytes().splitlines()
+        lines = (sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()).splitlines()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the events file ({exc.strerror or exc})") from None
     for n, line in enumerate(lines, 1):

@@ -173,3 +173,72 @@ def test_ingest_from_list_command(catalogue, settings, capsys, tmp_path):
     assert main(["ingest", "--from-list", str(lst), str(lst)]) == 2
     assert "takes no PATH" in capsys.readouterr().err
     assert main(["ingest"]) == 2 and "--from-list" in capsys.readouterr().err
+
+
+# --- the whole platform path: list -> worker -> finals -> resume and clips -----------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_backfill_through_a_worker_then_resume_and_clip_from_its_finals(broker, tmp_path, capsys):
+    """ingest --from-list -> a real worker -> final events; --resume (fresh journal) skips the
+    tracks the topic has finals for; subscribe's finals feed clip --from-events."""
+    import yaml
+
+    from models import checkpoint, nets
+    from models.config import CONFIG_DIR
+    from models.examples import synth_song
+    from stream_app.broker import free_port
+    from stream_app.demo import start_worker, stop_worker, wait_metrics
+    from stream_app.subscribe import iter_highlights
+
+    tag = uuid.uuid4().hex[:8]
+    cfg = yaml.safe_load((CONFIG_DIR / "stream.yaml").read_text())
+    cfg["topics"] = {"chunks": f"chunks-{tag}", "highlights": f"hl-{tag}", "dead_letter": f"dlq-{tag}"}
+    cfg["kafka"]["bootstrap"] = broker.bootstrap
+    cfg["stream"].update(idle_timeout_s=3, provisional_min_interval_s=0)
+    config = tmp_path / "stream.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(config)
+    ckpt = checkpoint.save(checkpoint.untrained(nets.tiny(), ("a", "b", "c", "d", "e")),
+                           tmp_path / "tiny.safetensors")
+    paths = []
+    for i in range(3):
+        x, _ = synth_song(i, bar_s=0.5)  # 26 s
+        paths.append(tmp_path / f"cat-{i}.flac")
+        sf.write(paths[-1], x, SR)
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{p}\n" for p in paths))
+
+    port = free_port()
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, metrics_port=port, log_path=log, extra=[
+        "--config", str(config), "--checkpoint", str(ckpt), "--app-id", f"hookstream-bf-{tag}"])
+    try:
+        wait_metrics(port, proc, log)
+        common = ["ingest", "--from-list", str(lst), "--config", str(config)]
+        assert main(common) == 0
+        assert "3 sent" in capsys.readouterr().out
+        want = {p.stem for p in paths}
+        finals = []
+        for e in iter_highlights(settings, from_beginning=True, final_only=True, timeout_s=60):
+            finals.append(e)
+            if want <= {f["track_id"] for f in finals}:
+                break
+        assert want <= {f["track_id"] for f in finals}, log.read_text()[-2000:]
+    finally:
+        stop_worker(proc)
+
+    # A lost journal: --resume finds every final on the topic and sends nothing.
+    assert main(common + ["--resume", "--journal", str(tmp_path / "lost.journal")]) == 0
+    assert "0 sent (0.0 s of audio), 3 skipped as already done" in capsys.readouterr().out
+
+    events = tmp_path / "finals.jsonl"  # what `hookstream subscribe --final-only` prints
+    events.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in finals))
+    rc = main(["clip", *map(str, paths), "--out", str(tmp_path / "clips"),
+               "--from-events", str(events), "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 0 and [r["track_id"] for r in rows] == [p.stem for p in paths]
+    for r in rows:
+        f = next(e for e in finals if e["track_id"] == r["track_id"])
+        assert (r["start_s"], r["end_s"]) == (f["start_s"], f["end_s"])
+        assert sf.info(r["clip"]).duration == pytest.approx(f["end_s"] - f["start_s"], abs=0.05)

@@ -143,6 +143,17 @@ def test_non_writable_out_dir(files, tmp_path, capsys):
     assert f"{blocker / 'clips'}: output folder is not writable" in capsys.readouterr().err
 
 
+def test_events_from_stdin(files, tmp_path):
+    d, _ = files
+    proc = subprocess.run([sys.executable, "-m", "stream_app", "clip", str(d / "mono.wav"),
+                           "--out", str(tmp_path), "--from-events", "-", "--json"],
+                          input=json.dumps(final("mono", 2.0, 9.0)) + "\n", capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert (row["start_s"], row["end_s"], row["sample_rate"]) == (2.0, 9.0, 22050)
+
+
 def test_console_script(files, tmp_path):
     d, ckpt = files
     proc = subprocess.run([sys.executable, "-m", "stream_app", "clip", str(d / "mono.wav"),

@@ -82,6 +82,15 @@ def test_report_files_are_all_local(report, songs):
     assert 'src="tracks.js"' in html
 
 
+def test_report_into_a_non_writable_folder_is_a_clear_error(songs, tmp_path, capsys):
+    _, ckpt, paths, _ = songs
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["detect", str(paths[0]), "--checkpoint", str(ckpt), "--report",
+                 str(blocker / "review")]) == 2
+    assert f"{blocker / 'review'}: output folder is not writable" in capsys.readouterr().err
+
+
 # --- the browser -------------------------------------------------------------------------
 
 class Chromium:

@@ -74,7 +74,10 @@ def run(args) -> int:
                disable=len(args.paths) < 2)
     for path, tid in bar:
         row = {"path": str(path), "track_id": tid}
+        out = clip_path(out_dir, tid, opts.format)
         try:
+            if out.exists() and not args.overwrite:  # before spending a detection on it
+                raise InputError(f"{out}: clip already exists (use --overwrite to replace it)")
             if spans is not None:
                 if tid not in spans:
                     raise InputError(f"{path}: no final highlight event for track {tid!r} "
@@ -84,8 +87,7 @@ def run(args) -> int:
                 det = detector.detect_file(path)
                 start, end = det.highlight.start_s, det.highlight.end_s
                 extra = {"score": round(det.highlight.score, 6), "model": det.model}
-            clip = cut_clip(path, start, end, clip_path(out_dir, tid, opts.format),
-                            options=opts, overwrite=args.overwrite)
+            clip = cut_clip(path, start, end, out, options=opts, overwrite=args.overwrite)
         except HookstreamError as exc:
             failed += 1
             tqdm.write(f"hookstream clip: {exc}", file=sys.stderr)

@@ -75,14 +75,15 @@ def run(args) -> int:
     for path, tid in bar:
         row = {"path": str(path), "track_id": tid}
         out = clip_path(out_dir, tid, opts.format)
+        span = spans.pop(tid, None) if spans is not None else None  # this PATH matched its event
         try:
             if out.exists() and not args.overwrite:  # before spending a detection on it
                 raise InputError(f"{out}: clip already exists (use --overwrite to replace it)")
             if spans is not None:
-                if tid not in spans:
+                if span is None:
                     raise InputError(f"{path}: no final highlight event for track {tid!r} "
                                      f"in {args.from_events}")
-                start, end, extra = spans.pop(tid)
+                start, end, extra = span
             else:
                 det = detector.detect_file(path)
                 start, end = det.highlight.start_s, det.highlight.end_s

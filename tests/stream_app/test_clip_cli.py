@@ -111,6 +111,15 @@ def test_from_events_cuts_the_events_spans_and_reports_unknown_tracks(files, tmp
     assert "ghost" in err and "Traceback" not in err
 
 
+def test_from_events_existing_clip_is_not_reported_as_an_unknown_track(files, tmp_path, capsys):
+    d, _ = files
+    ev = events_file(tmp_path / "f.jsonl", [final("mono", 1.0, 4.0)])
+    args = ["clip", str(d / "mono.wav"), "--out", str(tmp_path / "o"), "--from-events", str(ev)]
+    assert run_json(capsys, args)[0] == 0
+    rc, rows, _ = run_json(capsys, args)
+    assert rc == 1 and len(rows) == 1 and "already exists" in rows[0]["error"]
+
+
 def test_bad_events_file_is_a_clear_error(files, tmp_path, capsys):
     d, _ = files
     ev = tmp_path / "bad.jsonl"

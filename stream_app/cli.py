@@ -12,6 +12,7 @@ from models.errors import HookstreamError
 # In the order a user meets them: offline detection, training, streaming.
 COMMANDS = (
     "detect",
+    "clip",
     "data",
     "train",
     "eval",

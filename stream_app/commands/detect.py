@@ -1,4 +1,4 @@
-"""``hookstream detect PATH... [--length S] [--checkpoint FILE] [--json] [--plot DIR]``."""
+"""``hookstream detect PATH... [--length S] [--checkpoint FILE] [--json] [--plot DIR] [--report DIR]``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per input per line")
     p.add_argument("--plot", default=None, metavar="DIR",
                    help="write a PNG per track: mel-spectrogram, attention, chosen span")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write a review page DIR/index.html (figure and clip player per track; "
+                        "all files local to DIR)")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="detection config YAML (default: configs/detect.yaml)")
     p.set_defaults(func=run)
@@ -48,6 +51,11 @@ def run(args) -> int:
     if not detector.ckpt.trained:
         print(f"hookstream detect: warning: {detector.ckpt.name} is an untrained model; "
               "its highlights are not meaningful", file=sys.stderr)
+    report = None
+    if args.report:
+        from stream_app.report import Report
+
+        report = Report(args.report, detector)
     failed = 0
     rows = []
     bar = tqdm(args.paths, desc="detect", unit="file", file=sys.stderr,
@@ -61,15 +69,21 @@ def run(args) -> int:
             failed += 1
             tqdm.write(f"hookstream detect: {exc}", file=sys.stderr)
             row = {"path": str(path), "error": str(exc)}
+            if report is not None:
+                report.add_error(path, str(exc))
         else:
             row = det.as_json(path=str(path))
             if args.plot:
                 row["plot"] = str(_plot(args.plot, path, samples, det, detector))
+            if report is not None:
+                report.add(path, samples, det)
         rows.append(row)
         if args.json:
             print(json.dumps(row, ensure_ascii=False), flush=True)
     if not args.json:
         _table(rows)
+    if report is not None:
+        print(f"hookstream detect: review page {report.finish()}", file=sys.stderr)
     return 1 if failed else 0
 
 

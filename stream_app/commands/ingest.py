@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "stderr and nothing of it is sent; the others go on (exit code 1 if any failed)."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="audio files (or --from-list)")
     p.add_argument("--bootstrap", metavar="HOST:PORT",
                    help="Kafka bootstrap servers (default: $HOOKSTREAM_BOOTSTRAP, else the config)")
     p.add_argument("--track-id", metavar="ID", help="track id (default: the file name without extension); one PATH only")
@@ -26,6 +26,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoding", choices=("f32le", "s16le"), default="f32le",
                    help="payload encoding (default f32le: exact; s16le halves the bytes but quantises)")
     p.add_argument("--config", metavar="FILE", help="stream settings YAML (default configs/stream.yaml)")
+    b = p.add_argument_group("catalogue backfill (stream_app/backfill.py)")
+    b.add_argument("--from-list", metavar="FILE",
+                   help="send the files listed in FILE, one 'PATH' or 'PATH<TAB>TRACK_ID' a line, "
+                        "with a progress bar; failures are reported by path and the rest go on")
+    b.add_argument("--max-in-flight", type=int, default=4, metavar="N",
+                   help="tracks decoded and not yet acknowledged at once (default 4; bounds memory)")
+    b.add_argument("--journal", metavar="FILE",
+                   help="record of the tracks sent (default: FILE.journal beside the list)")
+    b.add_argument("--resume", action="store_true",
+                   help="skip tracks the journal marks sent and tracks with a final event on the "
+                        "highlights topic")
+    b.add_argument("--no-topic-check", action="store_true",
+                   help="with --resume, trust the journal only (do not read the highlights topic)")
     p.set_defaults(func=run)
 
 
@@ -40,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not getattr(args, "verbose", False):
         logging.getLogger("kafka").setLevel(logging.WARNING)
+    if args.from_list is not None:
+        return _from_list(args)
+    if not args.paths:
+        raise InputError("give audio files, or --from-list FILE")
     if args.track_id is not None and len(args.paths) != 1:
         raise InputError(f"--track-id names one track but {len(args.paths)} files were given")
     check_chunk_seconds(args.chunk_seconds, encoding=args.encoding)  # before touching the broker
@@ -58,3 +75,41 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"hookstream ingest: {r.summary()}", file=sys.stderr, flush=True)
     return 0 if all(r.ok for r in results) else 1
+
+
+def _from_list(args) -> int:
+    import os
+    import sys
+
+    from tqdm import tqdm
+
+    from models.errors import InputError
+    from stream_app.backfill import backfill
+    from stream_app.ingest import check_chunk_seconds
+    from stream_app.settings import load_settings
+
+    if args.paths or args.track_id is not None or args.realtime:
+        raise InputError("--from-list takes no PATH, --track-id or --realtime (ids go in the list)")
+    check_chunk_seconds(args.chunk_seconds, encoding=args.encoding)
+    settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap)
+    bar = tqdm(desc="ingest", unit="track", file=sys.stderr, dynamic_ncols=True)
+
+    def start(total: int, done: int) -> None:
+        bar.reset(total=total)
+
+    def result(entry, r) -> None:
+        if r is not None and not r.ok:
+            tqdm.write(f"hookstream ingest: {r.error}", file=sys.stderr)
+        bar.update(1)
+
+    try:
+        summary = backfill(args.from_list, settings=settings, journal=args.journal,
+                           resume=args.resume, check_topic=not args.no_topic_check,
+                           max_in_flight=args.max_in_flight, chunk_seconds=args.chunk_seconds,
+                           encoding=args.encoding, on_result=result, on_start=start)
+    finally:
+        bar.close()
+    print(f"{args.from_list}: {summary.listed} tracks listed, {summary.sent} sent "
+          f"({summary.audio_s:.1f} s of audio), {summary.skipped} skipped as already done, "
+          f"{summary.failed} failed", flush=True)
+    return 1 if summary.failed else 0

@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -76,12 +75,12 @@ def test_repetition_on_silence_and_short_signals():
         baselines.repetition_curve(np.zeros(SR, np.float32), SR, hop_s=0)
 
 
-def test_repetition_is_fast_on_a_four_minute_song(ababcb):
+def test_repetition_curve_covers_a_four_minute_song(ababcb):
+    # Speed is the bench's business (docs/performance.md), not a timed unit test's.
     song = np.concatenate([ababcb, ababcb])  # 240 s
-    baselines.repetition_curve(song[: SR * 10], SR)  # librosa import and caches
-    start = time.perf_counter()
-    baselines.repetition_curve(song, SR)
-    assert time.perf_counter() - start < 1.0
+    times, values = baselines.repetition_curve(song, SR)
+    assert len(times) == len(values) == 480  # one value per 0.5 s block
+    assert values.max() == pytest.approx(1.0) and values.min() >= 0.0
 
 
 def test_curve_window_clamps_to_the_end():

@@ -1,0 +1,144 @@
+"""deploy/: the shipped manifests say what the code does.
+
+The Kubernetes ConfigMap is generated from configs/*.yaml (configs/kustomization.yaml);
+these tests check that with ``kubectl kustomize`` when kubectl is installed, and
+otherwise with the generator's file list read directly. One integration test starts
+a worker exactly as the rendered Deployment does and compares its final highlight
+with ``hookstream detect``.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+K8S = REPO / "deploy" / "k8s"
+MOUNT = "/etc/hookstream"  # where the Deployment mounts the ConfigMap
+
+
+def kustomize_build() -> list[dict]:
+    """``kubectl kustomize deploy/k8s`` as a list of resources."""
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def generated_config_files() -> dict[str, str]:
+    """The ConfigMap's data as configs/kustomization.yaml's generator defines it."""
+    kust = yaml.safe_load((CONFIGS / "kustomization.yaml").read_text())
+    [gen] = [g for g in kust["configMapGenerator"] if g["name"] == "hookstream-config"]
+    return {Path(f).name: (CONFIGS / f).read_text() for f in gen["files"]}
+
+
+def deployment(resources: list[dict]) -> dict:
+    [d] = [r for r in resources if r["kind"] == "Deployment" and r["metadata"]["name"] == "hookstream-worker"]
+    return d
+
+
+def test_k8s_kustomization_takes_the_configmap_from_configs():
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "../../configs" in kust["resources"]
+    assert not (K8S / "configmap.yaml").exists()  # no hand-kept copy to drift
+    files = generated_config_files()
+    assert set(files) == {"stream.yaml", "detect.yaml"}
+    assert files == {n: (CONFIGS / n).read_text() for n in files}
+
+
+def test_compose_mounts_configs():
+    compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yml").read_text())
+    for name in ("worker", "broker"):
+        assert "../configs:/etc/hookstream:ro" in compose["services"][name]["volumes"], name
+    # The mounted folder is configs/ itself (relative to deploy/).
+    assert (REPO / "deploy" / "../configs/detect.yaml").resolve() == CONFIGS / "detect.yaml"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_renders_configs_byte_for_byte():
+    res = kustomize_build()
+    [cm] = [r for r in res if r["kind"] == "ConfigMap"]
+    assert cm["metadata"]["name"].startswith("hookstream-config-")  # hash suffix: changes roll the pods
+    assert cm["data"] == generated_config_files()
+    dep = deployment(res)
+    spec = dep["spec"]["template"]["spec"]
+    [vol] = [v for v in spec["volumes"] if v.get("configMap")]
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+    [c] = spec["containers"]
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
+    assert mount["mountPath"] == MOUNT
+    assert c["args"] == ["worker", "--config", f"{MOUNT}/stream.yaml", "--detect-config", f"{MOUNT}/detect.yaml"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_worker_with_the_deployed_config_equals_detect(tmp_path):
+    """The Deployment's command, env and ConfigMap files on a fresh broker; final == detect."""
+    from models.examples import synth_song
+    from stream_app.broker import EmbeddedBroker, free_port
+    from stream_app.demo import stop_worker, wait_metrics
+    from stream_app.ingest import ingest_files
+    from stream_app.settings import load_settings
+    from stream_app.subscribe import iter_highlights
+    import soundfile as sf
+
+    if shutil.which("kubectl"):
+        res = kustomize_build()
+        [cm] = [r for r in res if r["kind"] == "ConfigMap"]
+        data = cm["data"]
+        [c] = deployment(res)["spec"]["template"]["spec"]["containers"]
+        args, env = c["args"], {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    else:  # the same files, command and environment, read from the sources
+        data = generated_config_files()
+        dep = yaml.safe_load((K8S / "worker-deployment.yaml").read_text())
+        [c] = dep["spec"]["template"]["spec"]["containers"]
+        args, env = c["args"], {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    etc = tmp_path / "etc-hookstream"
+    etc.mkdir()
+    for name, text in data.items():
+        (etc / name).write_text(text)
+    args = [a.replace(MOUNT, str(etc)) for a in args]
+    assert "HOOKSTREAM_BOOTSTRAP" in env  # the cluster's Kafka; here the test broker instead
+
+    x, _ = synth_song(seed=21, bar_s=0.75)  # 39 s
+    sr = 22050
+    song = tmp_path / f"deployed-{uuid.uuid4().hex[:6]}.wav"
+    sf.write(str(song), x, sr, subtype="FLOAT")
+    detect = subprocess.run([sys.executable, "-m", "stream_app", "detect", str(song), "--json"],
+                            capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert detect.returncode == 0, detect.stderr
+    want = json.loads(detect.stdout)
+
+    with EmbeddedBroker() as broker:
+        port = free_port()
+        log = tmp_path / "worker.log"
+        wenv = {**os.environ, **env, "HOOKSTREAM_BOOTSTRAP": broker.bootstrap}
+        work = tmp_path / "work"
+        work.mkdir()
+        proc = subprocess.Popen([sys.executable, "-m", "stream_app", *args, "--metrics-port", str(port)],
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=work, env=wenv)
+        try:
+            wait_metrics(port, proc, log)
+            settings = load_settings(etc / "stream.yaml", bootstrap=broker.bootstrap)
+            [r] = ingest_files([song], settings=settings, chunk_seconds=2.0)
+            assert r.ok
+            final, deadline = None, time.monotonic() + 120
+            for e in iter_highlights(settings, from_beginning=True, track_ids=[r.track_id], timeout_s=120):
+                if e["kind"] == "final":
+                    final = e
+                    break
+                assert time.monotonic() < deadline
+            assert final is not None, log.read_text()[-3000:]
+        finally:
+            stop_worker(proc)
+    assert final["model"] == want["model"]
+    assert (final["start_s"], final["end_s"]) == (want["start_s"], want["end_s"])
+    assert final["score"] == pytest.approx(want["score"], abs=1e-4)

@@ -6,14 +6,17 @@ import json
 import sys
 from pathlib import Path
 
+from stream_app.commands._common import positive_float
+
 
 def register(sub) -> None:
     p = sub.add_parser("detect", help="find the highlight of audio files (offline)",
                        description="Find the ~30 s highlight of each file. With --json, one "
                                    "JSON object per input per line; exit 1 if any input failed.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ogg, mp3)")
-    p.add_argument("--length", type=float, default=None, metavar="SECONDS",
-                   help="highlight length in seconds (default: config, 30)")
+    p.add_argument("--length", type=positive_float, default=None, metavar="SECONDS",
+                   help="highlight length in seconds (default: config, 30); a warning when a "
+                        "track is shorter")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="model checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--json", action="store_true", help="one JSON object per input per line")
@@ -34,6 +37,7 @@ def run(args) -> int:
     from models.config import load_detect_config
     from models.detect import Detector, track_id_for
     from models.errors import HookstreamError
+    from stream_app.ingest import probe
 
     cfg = load_detect_config(args.config)
     if args.length is not None:
@@ -48,8 +52,14 @@ def run(args) -> int:
                disable=len(args.paths) < 2)
     for path in bar:
         try:
+            probe(path)  # a corrupt file is called corrupt (not "does not exist")
             samples = decode(path, sr=detector.ckpt.mel.sample_rate,
                              max_duration_s=cfg.scorer.max_duration_s)
+            duration_s = len(samples) / detector.ckpt.mel.sample_rate
+            if cfg.window.length_s > duration_s:
+                tqdm.write(f"hookstream detect: warning: {path}: the highlight length "
+                           f"{cfg.window.length_s:g} s is longer than the track ({duration_s:.1f} s); "
+                           "the highlight is the whole track", file=sys.stderr)
             det = detector.detect_samples(track_id_for(path), samples)
         except HookstreamError as exc:
             failed += 1

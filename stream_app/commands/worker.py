@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import os
 
+from stream_app.commands._common import add_kafka_args, port
+
+ENV_METRICS_HOST = "HOOKSTREAM_METRICS_HOST"  # the image sets 0.0.0.0 (deploy/Dockerfile)
+
 
 def register(sub) -> None:
     p = sub.add_parser("worker", help="run the streaming worker (Faust app)",
                        description="Consume audio chunk events, emit provisional and final "
                                    "highlight events, serve Prometheus metrics.")
-    p.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
-                   help="Kafka bootstrap servers (default: config, or $HOOKSTREAM_BOOTSTRAP)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    add_kafka_args(p)
+    p.add_argument("--chunks-topic", metavar="NAME", help="chunk topic (default: topics.chunks)")
+    p.add_argument("--highlights-topic", metavar="NAME", help="highlights topic (default: topics.highlights)")
+    p.add_argument("--dead-letter-topic", metavar="NAME", help="dead-letter topic (default: topics.dead_letter)")
+    p.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                    help="port of the Prometheus /metrics endpoint (default 9108; 0 disables)")
-    p.add_argument("--config", default=None, metavar="FILE", help="stream settings YAML")
+    p.add_argument("--metrics-host", default=None, metavar="ADDR",
+                   help=f"address /metrics listens on (default ${ENV_METRICS_HOST}, else 127.0.0.1: "
+                        "this machine only; the container image sets 0.0.0.0)")
     p.add_argument("--detect-config", default=None, metavar="FILE",
                    help="scorer/window settings YAML (default: configs/detect.yaml)")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
@@ -44,7 +52,10 @@ def run(args) -> int:
 
     torch.set_num_threads(max(1, args.torch_threads))
     settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap,
-                             worker={"metrics_port": args.metrics_port})
+                             worker={"metrics_port": args.metrics_port},
+                             topics={"chunks": args.chunks_topic, "highlights": args.highlights_topic,
+                                     "dead_letter": args.dead_letter_topic})
+    metrics_host = args.metrics_host or os.environ.get(ENV_METRICS_HOST) or "127.0.0.1"
     detect_cfg = load_detect_config(args.detect_config)
     detector = Detector(detect_cfg, checkpoint.load(args.checkpoint or detect_cfg.checkpoint))
     registry = CollectorRegistry()
@@ -54,13 +65,14 @@ def run(args) -> int:
                         "device": str(detector.scorer.device)})
     ensure_topics(settings.kafka.bootstrap, settings.topic_partitions(),
                   security=kafka_python_security_kwargs(settings))
-    port = settings.worker.metrics_port
-    if port:
-        start_http_server(port, registry=registry)
+    metrics_url = "off"
+    if settings.worker.metrics_port:
+        server, _ = start_http_server(settings.worker.metrics_port, addr=metrics_host, registry=registry)
+        host, bound = server.server_address[:2]
+        metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/metrics"
     log = logging.getLogger("hookstream.worker")
     log.info("worker: broker %s, model %s on %s, metrics %s", settings.kafka.bootstrap,
-             detector.ckpt.name, detector.scorer.device,
-             f"http://127.0.0.1:{port}/metrics" if port else "off")
+             detector.ckpt.name, detector.scorer.device, metrics_url)
     app = create_app(settings, detector, metrics, app_id=args.app_id)
     Worker(app, loglevel="INFO" if not args.verbose else "DEBUG", quiet=True,
            redirect_stdouts=False).execute_from_commandline()

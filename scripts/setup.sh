@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up hookstream on a fresh Debian/Ubuntu machine with Python 3.11:
-# system packages (fluidsynth + a General MIDI soundfont, for rendering POP909),
+# system packages (fluidsynth + a General MIDI soundfont, for rendering POP909;
+# prometheus for promtool, which the tests use to check deploy/prometheus/),
 # a virtual environment in .venv, and the project with its test dependencies.
 # Idempotent: a second run only checks. Usage: bash scripts/setup.sh
 set -euo pipefail

@@ -139,6 +139,116 @@ def test_worker_with_the_deployed_config_equals_detect(tmp_path):
             assert final is not None, log.read_text()[-3000:]
         finally:
             stop_worker(proc)
+    assert f"metrics http://127.0.0.1:{port}/metrics" in log.read_text()  # outside a container: loopback
     assert final["model"] == want["model"]
     assert (final["start_s"], final["end_s"]) == (want["start_s"], want["end_s"])
     assert final["score"] == pytest.approx(want["score"], abs=1e-4)
+
+
+def test_compose_exposes_nothing_beyond_this_machine():
+    compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    published = [p for svc in services.values() for p in svc.get("ports", [])]
+    assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
+    assert not any("lifecycle" in arg for arg in services["prometheus"]["command"])
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?"), password  # no default: compose refuses without it
+    assert (REPO / "deploy" / ".env.example").is_file()
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "HOOKSTREAM_METRICS_HOST=0.0.0.0" in dockerfile
+
+
+def test_k8s_hardening():
+    """checkov's findings: no service-account token, the Secret as a file, a NetworkPolicy."""
+    dep = yaml.safe_load((K8S / "worker-deployment.yaml").read_text())
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    [c] = spec["containers"]
+    assert not any("valueFrom" in e for e in c.get("env", [])), "secrets as files, not env"
+    [vol] = [v for v in spec["volumes"] if "secret" in v]
+    assert vol["secret"]["secretName"] == "hookstream-kafka" and vol["secret"]["optional"] is True
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "networkpolicy.yaml" in kust["resources"]
+    pol = yaml.safe_load((K8S / "networkpolicy.yaml").read_text())
+    assert set(pol["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_keda_overlay_replaces_the_cpu_hpa():
+    out = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / "k8s-keda")], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    kinds = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
+    assert "HorizontalPodAutoscaler" not in kinds
+    so = kinds["ScaledObject"]
+    assert so["metadata"]["namespace"] == "hookstream"
+    [trigger] = so["spec"]["triggers"]
+    assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == "hookstream"
+    assert so["spec"]["maxReplicaCount"] <= yaml.safe_load((CONFIGS / "stream.yaml").read_text())["partitions"]
+
+
+# --- Prometheus and Grafana ------------------------------------------------------------------
+
+PROM = REPO / "deploy" / "prometheus"
+promtool = pytest.mark.skipif(shutil.which("promtool") is None,
+                              reason="promtool is not installed (Debian package prometheus, "
+                                     "in scripts/apt-packages.txt)")
+
+
+@promtool
+@pytest.mark.parametrize("argv", [
+    ["check", "config", "deploy/prometheus/prometheus.yml"],  # from the root, as deploy/README.md says
+    ["check", "rules", "deploy/prometheus/alerts.yml", "deploy/prometheus/recording.yml"],
+    ["test", "rules", "deploy/prometheus/alerts_test.yml"],
+])
+def test_promtool(argv):
+    r = subprocess.run(["promtool", *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def exported_names() -> set[str]:
+    """Every sample name a worker's /metrics can show (Metrics + ConsumerLag, fresh registry)."""
+    from prometheus_client import CollectorRegistry
+
+    from stream_app.lag import ConsumerLag
+    from stream_app.metrics import Metrics
+    from stream_app.settings import load_settings
+
+    registry = CollectorRegistry()
+    Metrics(registry).set_build(version="0", model="m")
+    lag = ConsumerLag(load_settings(), "g")
+    lag.readings = {0: (1, 0, 2)}
+    registry.register(lag)
+    names = set()
+    for family in registry.collect():
+        names |= {s.name for s in family.samples}
+    return names
+
+
+def recorded_names() -> set[str]:
+    rules = yaml.safe_load((PROM / "recording.yml").read_text())
+    return {r["record"] for g in rules["groups"] for r in g["rules"]}
+
+
+def queries() -> list[str]:
+    dash = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "hookstream.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    for name in ("alerts.yml", "recording.yml"):
+        rules = yaml.safe_load((PROM / name).read_text())
+        exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return exprs
+
+
+def test_every_queried_series_exists():
+    import re
+
+    known, recorded = exported_names(), recorded_names()
+    for expr in queries():
+        for name in re.findall(r"\b((?:hookstream|process|python)_[a-z_]+|[a-z_]+:[a-z_]+:[a-z0-9_]+)\b", expr):
+            assert name in known | recorded, (name, expr)
+
+
+def test_dashboard_batch_size_uses_means():
+    dash = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "hookstream.json").read_text())
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            assert not ("histogram_quantile" in t["expr"] and "batch_tracks" in t["expr"]), t["expr"]

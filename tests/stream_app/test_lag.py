@@ -1,5 +1,6 @@
 """Consumer lag (stream_app/lag.py) against the embedded broker, and the worker's wait for Kafka."""
 
+import os
 import subprocess
 import sys
 import time
@@ -77,7 +78,7 @@ def test_worker_waits_for_kafka_then_starts(tmp_path):
                              "--metrics-port", str(metrics_port), "--checkpoint", str(ckpt),
                              "--app-id", f"wait-{uuid.uuid4().hex[:6]}"],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=tmp_path,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "HOOKSTREAM_METRICS_HOST": "0.0.0.0"})
     try:
         deadline = time.monotonic() + 90
         while log.read_text().count("unreachable (attempt") < 2:
@@ -86,7 +87,9 @@ def test_worker_waits_for_kafka_then_starts(tmp_path):
             time.sleep(0.5)
         with EmbeddedBroker(kafka_port):
             wait_metrics(metrics_port, proc, log, timeout_s=90)
-            assert "reachable after" in log.read_text()
+            text = log.read_text()
+            assert "reachable after" in text
+            assert f"metrics http://0.0.0.0:{metrics_port}/metrics" in text  # the real bind address
     finally:
         stop_worker(proc)
 

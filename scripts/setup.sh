@@ -31,6 +31,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "setup: installing hookstream and its dependencies into .venv (torch is large: minutes)"
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+# requirements.lock pins every package (and pip) to the versions the tests passed
+# with; refresh it with scripts/lock.sh.
+.venv/bin/python -m pip install -q -c requirements.lock --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -c requirements.lock -e '.[dev]'
 echo "setup: done. Run: .venv/bin/hookstream --help"

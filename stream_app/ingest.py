@@ -198,8 +198,34 @@ class _quiet_stderr:
         return False
 
 
+STDIN = "-"  # a PATH of "-" reads the audio from standard input
+
+
 def default_track_id(path: str | Path) -> str:
-    return Path(path).stem
+    return "stdin" if str(path) == STDIN else Path(path).stem
+
+
+def spool_stdin(paths: Sequence[str], directory: str | Path, *, stdin=None) -> list[str]:
+    """``paths`` with ``-`` replaced by a file in ``directory`` holding standard input's bytes.
+
+    The decoders need a seekable file, so the bytes are written out once. At most
+    one ``-``; UsageError otherwise, or when standard input is a terminal.
+    """
+    import sys
+
+    from stream_app.errors import UsageError
+
+    paths = [str(p) for p in paths]
+    if paths.count(STDIN) > 1:
+        raise UsageError("'-' (standard input) can be given only once")
+    if STDIN not in paths:
+        return paths
+    stdin = stdin or sys.stdin.buffer
+    if hasattr(stdin, "isatty") and stdin.isatty():
+        raise UsageError("'-' reads audio from standard input, which is a terminal: pipe a file in")
+    spooled = Path(directory) / "stdin"
+    spooled.write_bytes(stdin.read())
+    return [str(spooled) if p == STDIN else p for p in paths]
 
 
 def ingest_files(

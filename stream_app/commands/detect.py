@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("detect", help="find the highlight of audio files (offline)",
                        description="Find the ~30 s highlight of each file. With --json, one "
                                    "JSON object per input per line; exit 1 if any input failed.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ogg, mp3)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="audio files (wav, flac, ogg, mp3); - reads one from standard input")
     p.add_argument("--length", type=positive_float, default=None, metavar="SECONDS",
                    help="highlight length in seconds (default: config, 30); a warning when a "
                         "track is shorter")
@@ -28,6 +29,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import tempfile
+
+    from stream_app.ingest import spool_stdin
+
+    with tempfile.TemporaryDirectory(prefix="hookstream-stdin-") as spool:
+        paths = spool_stdin(args.paths, spool)
+        names = {p: orig for p, orig in zip(paths, args.paths)}  # "-" shown as given
+        return _detect(args, paths, names)
+
+
+def _detect(args, paths: list[str], names: dict[str, str]) -> int:
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -48,25 +60,26 @@ def run(args) -> int:
               "its highlights are not meaningful", file=sys.stderr)
     failed = 0
     rows = []
-    bar = tqdm(args.paths, desc="detect", unit="file", file=sys.stderr,
-               disable=len(args.paths) < 2)
+    bar = tqdm(paths, desc="detect", unit="file", file=sys.stderr, disable=len(paths) < 2)
     for path in bar:
+        shown = names.get(path, path)
         try:
             probe(path)  # a corrupt file is called corrupt (not "does not exist")
             samples = decode(path, sr=detector.ckpt.mel.sample_rate,
                              max_duration_s=cfg.scorer.max_duration_s)
             duration_s = len(samples) / detector.ckpt.mel.sample_rate
             if cfg.window.length_s > duration_s:
-                tqdm.write(f"hookstream detect: warning: {path}: the highlight length "
+                tqdm.write(f"hookstream detect: warning: {shown}: the highlight length "
                            f"{cfg.window.length_s:g} s is longer than the track ({duration_s:.1f} s); "
                            "the highlight is the whole track", file=sys.stderr)
             det = detector.detect_samples(track_id_for(path), samples)
         except HookstreamError as exc:
             failed += 1
-            tqdm.write(f"hookstream detect: {exc}", file=sys.stderr)
-            row = {"path": str(path), "error": str(exc)}
+            message = str(exc).replace(path, shown)  # standard input's spool file shown as "-"
+            tqdm.write(f"hookstream detect: {message}", file=sys.stderr)
+            row = {"path": shown, "error": message}
         else:
-            row = det.as_json(path=str(path))
+            row = det.as_json(path=shown)
             if args.plot:
                 row["plot"] = str(_plot(args.plot, path, samples, det, detector))
         rows.append(row)

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the others go on (exit code 1 if any failed, 3 if the broker cannot be reached)."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files; - reads one from standard input "
+                   "(track id 'stdin' unless --track-id)")
     add_kafka_args(p)
     p.add_argument("--topic", metavar="NAME", help="chunk topic (default: topics.chunks of the config)")
     p.add_argument("--track-id", metavar="ID", help="track id (default: the file name without extension); one PATH only")
@@ -33,11 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import sys
+    import tempfile
 
     from models.errors import InputError
     from stream_app.errors import UsageError
-    from stream_app.ingest import IngestResult, check_chunk_seconds, default_track_id, ingest_files, probe
+    from stream_app.ingest import check_chunk_seconds, default_track_id, spool_stdin
     from stream_app.settings import load_settings
 
     if args.track_id is not None and len(args.paths) != 1:
@@ -49,17 +50,28 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap,
                              topics={"chunks": args.topic})
     ids = [args.track_id] if args.track_id is not None else [default_track_id(p) for p in args.paths]
+    with tempfile.TemporaryDirectory(prefix="hookstream-stdin-") as spool:
+        paths = spool_stdin(args.paths, spool)
+        return _ingest(args, settings, paths, ids)
+
+
+def _ingest(args, settings, paths: list[str], ids: list[str]) -> int:
+    import sys
+
+    from models.errors import InputError
+    from stream_app.ingest import IngestResult, ingest_files, probe
+
     # Every file is looked at before the broker is contacted.
     results: dict[int, IngestResult] = {}
-    for i, (path, tid) in enumerate(zip(args.paths, ids)):
+    for i, (path, tid) in enumerate(zip(paths, ids)):
         try:
             probe(path)
         except InputError as exc:
             results[i] = IngestResult(path, tid, error=str(exc))
-    good = [i for i in range(len(args.paths)) if i not in results]
+    good = [i for i in range(len(paths)) if i not in results]
     if good:
         sent = ingest_files(
-            [args.paths[i] for i in good],
+            [paths[i] for i in good],
             settings=settings,
             track_ids=[ids[i] for i in good],
             chunk_seconds=args.chunk_seconds,

@@ -1,5 +1,6 @@
 """Command-line conventions: --version, -b, --topic, exit codes, files before the broker, quiet libraries."""
 
+import json
 import os
 import subprocess
 import sys
@@ -101,6 +102,31 @@ def test_length_longer_than_the_track_warns(audio, tmp_path, capsys):
     assert main(["detect", str(audio / "ok.wav"), "--json", "--length", "60", "--checkpoint", str(ckpt)]) == 0
     err = capsys.readouterr().err
     assert "highlight length 60 s is longer than the track (3.0 s)" in err
+
+
+def test_detect_reads_stdin(audio, tmp_path):
+    from models import checkpoint, nets
+
+    ckpt = checkpoint.save(checkpoint.untrained(nets.tiny(), tuple("abcde")), tmp_path / "tiny.safetensors")
+    with open(audio / "ok.wav", "rb") as f:
+        r = subprocess.run([sys.executable, "-m", "stream_app", "detect", "-", "--json", "--checkpoint", str(ckpt)],
+                           stdin=f, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert (row["path"], row["track_id"], row["duration_s"]) == ("-", "stdin", 3.0)
+    r = subprocess.run([sys.executable, "-m", "stream_app", "detect", "-", "-"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == EXIT_USAGE and "only once" in r.stderr
+
+
+@pytest.mark.integration
+def test_ingest_reads_stdin(broker, audio):
+    with open(audio / "ok.wav", "rb") as f:
+        r = subprocess.run([sys.executable, "-m", "stream_app", "ingest", "-", "-b", broker.bootstrap,
+                            "--topic", f"chunks-stdin-{uuid.uuid4().hex[:8]}"],
+                           stdin=f, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("stdin: 2 chunks, 3.00 s of audio")
 
 
 @pytest.mark.integration

@@ -158,6 +158,34 @@ def test_compose_exposes_nothing_beyond_this_machine():
     assert "HOOKSTREAM_METRICS_HOST=0.0.0.0" in dockerfile
 
 
+def compose_config(tmp_path, env: dict) -> subprocess.CompletedProcess:
+    """``docker compose config -q`` (v2), else Debian's ``docker-compose`` (v1.29, which
+    predates the top-level ``name:``: it checks a copy without it, in the same folder)."""
+    compose = REPO / "deploy" / "docker-compose.yml"
+    base_env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    docker = tool("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        cmd = [docker, "compose", "-f", str(compose), "config", "-q"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**base_env, **env})
+    if not tool("docker-compose"):
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    copy = compose.with_name(f".compose-check-{uuid.uuid4().hex[:6]}.yml")
+    copy.write_text("".join(line for line in compose.read_text().splitlines(keepends=True)
+                            if not line.startswith("name:")))
+    try:
+        return subprocess.run([tool("docker-compose"), "-f", str(copy), "config", "-q"], capture_output=True,
+                              text=True, timeout=60, env={**base_env, **env})
+    finally:
+        copy.unlink()
+
+
+def test_compose_config_accepts_the_file_and_requires_the_password(tmp_path):
+    ok = compose_config(tmp_path, {"GRAFANA_ADMIN_PASSWORD": "test"})
+    assert ok.returncode == 0, ok.stderr
+    missing = compose_config(tmp_path, {})
+    assert missing.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD in deploy/.env" in missing.stderr
+
+
 def test_k8s_hardening():
     """checkov's findings: no service-account token, the Secret as a file, a NetworkPolicy."""
     dep = yaml.safe_load((K8S / "worker-deployment.yaml").read_text())

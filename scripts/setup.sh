@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up hookstream on a fresh Debian/Ubuntu machine with Python 3.11:
-# system packages (fluidsynth + a General MIDI soundfont, for rendering POP909),
+# system packages (fluidsynth + a General MIDI soundfont, for rendering POP909;
+# prometheus for promtool and docker-compose, which the tests use to check deploy/),
 # a virtual environment in .venv, and the project with its test dependencies.
 # Idempotent: a second run only checks. Usage: bash scripts/setup.sh
 set -euo pipefail
@@ -22,7 +23,9 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  # No recommends: they would add qsynth (a Qt GUI, for fluidsynth), docker.io (an engine,
+  # for docker-compose) and prometheus-node-exporter, none of which the project uses.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -30,6 +33,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "setup: installing hookstream and its dependencies into .venv (torch is large: minutes)"
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+# requirements.lock pins every package (and pip) to the versions the tests passed
+# with; refresh it with scripts/lock.sh.
+.venv/bin/python -m pip install -q -c requirements.lock --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -c requirements.lock -e '.[dev]'
 echo "setup: done. Run: .venv/bin/hookstream --help"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ConfigError, HookstreamError
+from stream_app.errors import BrokerUnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,8 @@ def ensure_topics(
             **(security or {}),
         )
     except KafkaError as exc:
-        raise HookstreamError(f"cannot reach the Kafka broker at {bootstrap} ({exc}); is it running?") from None
+        raise BrokerUnreachableError(
+            f"cannot reach the Kafka broker at {bootstrap} ({exc}); is it running?") from None
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(name, n, replication_factor) for name, n in topics.items() if name not in existing]
@@ -361,7 +363,7 @@ def ensure_topics(
 
 
 def wait_reachable(bootstrap: str, *, timeout_s: float = 5.0) -> None:
-    """Wait until one bootstrap server accepts a TCP connection; HookstreamError after ``timeout_s``.
+    """Wait until one bootstrap server accepts a TCP connection; BrokerUnreachableError after ``timeout_s``.
 
     kafka-python itself takes about 30 s to give up on an address where nothing listens.
     """
@@ -378,7 +380,7 @@ def wait_reachable(bootstrap: str, *, timeout_s: float = 5.0) -> None:
             except OSError as exc:
                 last = exc
         if time.monotonic() > deadline:
-            raise HookstreamError(
+            raise BrokerUnreachableError(
                 f"cannot reach the Kafka broker at {bootstrap} ({last.strerror or last}); is it running? "
                 "(`hookstream broker` starts a local one)"
             )

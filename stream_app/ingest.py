@@ -135,8 +135,97 @@ def _chunks(
         yield k, end, sent_at, value
 
 
+_MISLEADING = "File does not exist or is not a regular file"  # libsndfile's text for unknown content
+
+
+def probe(path: str | Path) -> None:
+    """Check that ``path`` is an audio file soundfile can open, without decoding it.
+
+    Cheap (reads the header), so a command checks every file before it contacts
+    the broker. Formats soundfile cannot open (audioread's) pass; ``decode``
+    judges them. Raises InputError naming the file: no such file, a directory,
+    empty, or corrupt / not audio.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not an audio file")
+    if not p.is_file():
+        return  # a pipe or device: decode reads it
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file (0 bytes)")
+    try:
+        with _quiet_stderr():  # libmpg123 narrates a broken mp3 on fd 2
+            info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        if p.suffix.lower() in {".m4a", ".aac", ".mp4", ".wma", ".opus", ".webm"}:
+            return  # not libsndfile's: audioread may decode it
+        reason = str(exc).split(": ", 1)[-1] if _MISLEADING not in str(exc) else "unrecognised content"
+        raise InputError(f"{p}: corrupt or not an audio file ({reason})") from None
+    if info.frames == 0:
+        raise InputError(f"{p}: contains no audio samples (zero length)")
+
+
+class _quiet_stderr:
+    """Silence file descriptor 2 (C libraries' own messages) unless logging is at DEBUG."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        self.saved = None
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            return self
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except (OSError, ValueError):
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
+
+
+STDIN = "-"  # a PATH of "-" reads the audio from standard input
+
+
 def default_track_id(path: str | Path) -> str:
-    return Path(path).stem
+    return "stdin" if str(path) == STDIN else Path(path).stem
+
+
+def spool_stdin(paths: Sequence[str], directory: str | Path, *, stdin=None) -> list[str]:
+    """``paths`` with ``-`` replaced by a file in ``directory`` holding standard input's bytes.
+
+    The decoders need a seekable file, so the bytes are written out once. At most
+    one ``-``; UsageError otherwise, or when standard input is a terminal.
+    """
+    import sys
+
+    from stream_app.errors import UsageError
+
+    paths = [str(p) for p in paths]
+    if paths.count(STDIN) > 1:
+        raise UsageError("'-' (standard input) can be given only once")
+    if STDIN not in paths:
+        return paths
+    stdin = stdin or sys.stdin.buffer
+    if hasattr(stdin, "isatty") and stdin.isatty():
+        raise UsageError("'-' reads audio from standard input, which is a terminal: pipe a file in")
+    spooled = Path(directory) / "stdin"
+    spooled.write_bytes(stdin.read())
+    return [str(spooled) if p == STDIN else p for p in paths]
 
 
 def ingest_files(
@@ -167,7 +256,7 @@ def ingest_files(
     Raises
     ------
     InputError for bad arguments (chunk size, duplicate track ids);
-    HookstreamError if the broker cannot be reached.
+    BrokerUnreachableError (stream_app.errors) if the broker cannot be reached.
     """
     paths = [str(p) for p in paths]
     n_frames = check_chunk_seconds(chunk_seconds, encoding=encoding)
@@ -226,8 +315,10 @@ def make_producer(settings: Settings):
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from models.errors import HookstreamError
+    from stream_app.broker import wait_reachable
+    from stream_app.errors import BrokerUnreachableError
 
+    wait_reachable(settings.kafka.bootstrap)
     try:
         return KafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -239,7 +330,7 @@ def make_producer(settings: Settings):
             **kafka_python_security_kwargs(settings),
         )
     except KafkaError as exc:
-        raise HookstreamError(
+        raise BrokerUnreachableError(
             f"cannot reach the Kafka broker at {settings.kafka.bootstrap} ({exc}); is it running?"
         ) from None
 

@@ -7,8 +7,11 @@ does; library code and tests do not), so the core never depends on the
 process environment.
 
 Precedence, lowest first: built-in defaults (equal to ``configs/stream.yaml``),
-the YAML file, environment (``HOOKSTREAM_BOOTSTRAP``,
-``HOOKSTREAM_SASL_PASSWORD``), explicit overrides (command-line flags).
+the YAML file, environment (``HOOKSTREAM_BOOTSTRAP``, ``HOOKSTREAM_KAFKA_<KEY>``
+for the other ``kafka`` keys, ``HOOKSTREAM_SASL_PASSWORD`` or
+``HOOKSTREAM_SASL_PASSWORD_FILE``), explicit overrides (command-line flags).
+A deployment thus ships ``configs/*.yaml`` unchanged and sets only its
+cluster's connection in the environment (deploy/k8s/worker-deployment.yaml).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "stream.yaml"
 
 ENV_BOOTSTRAP = "HOOKSTREAM_BOOTSTRAP"
 ENV_SASL_PASSWORD = "HOOKSTREAM_SASL_PASSWORD"
+ENV_SASL_PASSWORD_FILE = "HOOKSTREAM_SASL_PASSWORD_FILE"  # a mounted Secret: the file's text
+ENV_KAFKA_PREFIX = "HOOKSTREAM_KAFKA_"  # + SECURITY_PROTOCOL, SASL_MECHANISM, SASL_USERNAME, SSL_*
+ENV_KAFKA_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username",
+                  "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 # Client settings for the embedded Tansu broker (see /work/shared/ENVIRONMENT.md).
 # A group join waits half the session timeout there: with kafka-python's
@@ -123,8 +130,9 @@ def load_settings(
     ----------
     path : YAML file; None reads ``configs/stream.yaml`` (built-in defaults if
         it is absent, e.g. in an installed wheel). An explicit path must exist.
-    environ : environment to read ``HOOKSTREAM_BOOTSTRAP`` /
-        ``HOOKSTREAM_SASL_PASSWORD`` from; None (the default) reads nothing.
+    environ : environment to read ``HOOKSTREAM_BOOTSTRAP``,
+        ``HOOKSTREAM_KAFKA_<KEY>`` and ``HOOKSTREAM_SASL_PASSWORD[_FILE]``
+        from (empty values are ignored); None (the default) reads nothing.
         Pass ``os.environ`` only at the edge (command line, app start).
     **overrides : applied last, None values ignored. A section name takes a
         dict merged into that section (``topics={"highlights": "hl-test"}``);
@@ -139,6 +147,11 @@ def load_settings(
     env = environ or {}
     if env.get(ENV_BOOTSTRAP):
         raw.setdefault("kafka", {})["bootstrap"] = env[ENV_BOOTSTRAP]
+    for key in ENV_KAFKA_KEYS:
+        if env.get(ENV_KAFKA_PREFIX + key.upper()):
+            raw.setdefault("kafka", {})[key] = env[ENV_KAFKA_PREFIX + key.upper()]
+    if env.get(ENV_SASL_PASSWORD_FILE):
+        raw.setdefault("kafka", {})["sasl_password"] = _read_secret(env[ENV_SASL_PASSWORD_FILE])
     if env.get(ENV_SASL_PASSWORD):
         raw.setdefault("kafka", {})["sasl_password"] = env[ENV_SASL_PASSWORD]
     for key, value in overrides.items():
@@ -158,6 +171,14 @@ def load_settings(
         else:
             raise ConfigError(f"unknown settings override {key!r}")
     return _build(raw, source=str(path or DEFAULT_CONFIG))
+
+
+def _read_secret(path: str) -> str:
+    """The text of a mounted secret file, without its trailing newline."""
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{ENV_SASL_PASSWORD_FILE}={path}: cannot read it ({exc.strerror})") from None
 
 
 def _read_yaml(path: str | os.PathLike | None) -> dict:

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
-from models.errors import HookstreamError, InputError
+from models.errors import InputError
 from stream_app.events import decode_highlight
 from stream_app.settings import Settings, kafka_python_security_kwargs
 
@@ -42,6 +42,9 @@ def iter_highlights(
         (skipped, filtered or duplicate records do not count); None waits forever
     track_ids : only these tracks
 
+    Never creates a topic: while the highlights topic does not exist (no worker
+    has started yet) it waits for it, within ``timeout_s``.
+
     Events that do not parse are logged and skipped. On Tansu, "latest" can
     point inside the last record batch (ListOffsets bug, see ENVIRONMENT.md);
     without ``from_beginning`` records timestamped before the call are skipped,
@@ -50,13 +53,13 @@ def iter_highlights(
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
-    from stream_app.broker import ensure_topics
+    from stream_app.broker import wait_reachable
+    from stream_app.errors import BrokerUnreachableError
 
     topic = settings.topics.highlights
     wanted = set(track_ids) if track_ids is not None else None
     security = kafka_python_security_kwargs(settings)
-    # The topic may not exist yet (subscriber started before the worker).
-    ensure_topics(settings.kafka.bootstrap, {topic: settings.partitions}, security=security)
+    wait_reachable(settings.kafka.bootstrap)
     started_ms = int(time.time() * 1000)
     try:
         consumer = KafkaConsumer(
@@ -65,14 +68,17 @@ def iter_highlights(
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             client_id="hookstream-subscribe",
+            allow_auto_create_topics=False,  # the workers create the topics, with their partitions
             **security,
         )
     except KafkaError as exc:
-        raise HookstreamError(
+        raise BrokerUnreachableError(
             f"cannot reach the Kafka broker at {settings.kafka.bootstrap} ({exc}); is it running?"
         ) from None
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = _wait_for_topic(consumer, topic, timeout_s)
+        if not partitions:
+            return
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if from_beginning:
@@ -114,3 +120,21 @@ def iter_highlights(
                     last_yield = time.monotonic()
     finally:
         consumer.close()
+
+
+def _wait_for_topic(consumer, topic: str, timeout_s: float | None) -> set[int]:
+    """The topic's partitions once it exists; empty if ``timeout_s`` passes first."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    warned = False
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        if deadline is not None and time.monotonic() >= deadline:
+            log.warning("topic %r does not exist on %s; no highlight events", topic,
+                        ",".join(consumer.config["bootstrap_servers"]))
+            return set()
+        if not warned:
+            log.info("waiting for topic %r: the workers create it when they start", topic)
+            warned = True
+        time.sleep(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))

@@ -6,14 +6,18 @@ import json
 import sys
 from pathlib import Path
 
+from stream_app.commands._common import positive_float
+
 
 def register(sub) -> None:
     p = sub.add_parser("detect", help="find the highlight of audio files (offline)",
                        description="Find the ~30 s highlight of each file. With --json, one "
                                    "JSON object per input per line; exit 1 if any input failed.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ogg, mp3)")
-    p.add_argument("--length", type=float, default=None, metavar="SECONDS",
-                   help="highlight length in seconds (default: config, 30)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="audio files (wav, flac, ogg, mp3); - reads one from standard input")
+    p.add_argument("--length", type=positive_float, default=None, metavar="SECONDS",
+                   help="highlight length in seconds (default: config, 30); a warning when a "
+                        "track is shorter")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="model checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--top", type=int, default=1, metavar="K",
@@ -31,6 +35,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import tempfile
+
+    from stream_app.ingest import spool_stdin
+
+    with tempfile.TemporaryDirectory(prefix="hookstream-stdin-") as spool:
+        paths = spool_stdin(args.paths, spool)
+        names = {p: orig for p, orig in zip(paths, args.paths)}  # "-" shown as given
+        return _detect(args, paths, names)
+
+
+def _detect(args, paths: list[str], names: dict[str, str]) -> int:
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -40,6 +55,7 @@ def run(args) -> int:
     from models.config import load_detect_config
     from models.detect import Detector, track_id_for
     from models.errors import HookstreamError
+    from stream_app.ingest import probe
 
     if args.top < 1:
         print(f"hookstream detect: error: --top {args.top}: must be at least 1", file=sys.stderr)
@@ -58,21 +74,28 @@ def run(args) -> int:
         report = Report(args.report, detector)
     failed = 0
     rows = []
-    bar = tqdm(args.paths, desc="detect", unit="file", file=sys.stderr,
-               disable=len(args.paths) < 2)
+    bar = tqdm(paths, desc="detect", unit="file", file=sys.stderr, disable=len(paths) < 2)
     for path in bar:
+        shown = names.get(path, path)
         try:
+            probe(path)  # a corrupt file is called corrupt (not "does not exist")
             samples = decode(path, sr=detector.ckpt.mel.sample_rate,
                              max_duration_s=cfg.scorer.max_duration_s)
+            duration_s = len(samples) / detector.ckpt.mel.sample_rate
+            if cfg.window.length_s > duration_s:
+                tqdm.write(f"hookstream detect: warning: {shown}: the highlight length "
+                           f"{cfg.window.length_s:g} s is longer than the track ({duration_s:.1f} s); "
+                           "the highlight is the whole track", file=sys.stderr)
             det = detector.detect_samples(track_id_for(path), samples, top_k=args.top)
         except HookstreamError as exc:
             failed += 1
-            tqdm.write(f"hookstream detect: {exc}", file=sys.stderr)
-            row = {"path": str(path), "error": str(exc)}
+            message = str(exc).replace(path, shown)  # standard input's spool file shown as "-"
+            tqdm.write(f"hookstream detect: {message}", file=sys.stderr)
+            row = {"path": shown, "error": message}
             if report is not None:
-                report.add_error(path, str(exc))
+                report.add_error(shown, message)
         else:
-            row = det.as_json(path=str(path))
+            row = det.as_json(path=shown)
             if args.plot:
                 row["plot"] = str(_plot(args.plot, path, samples, det, detector))
             if report is not None:

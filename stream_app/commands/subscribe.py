@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from stream_app.commands._common import add_kafka_args, positive_float, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -11,39 +13,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print highlight events as JSON lines",
         description=(
             "Print highlight events from the highlights topic, one compact JSON object per line, "
-            "each event_id once. Without --count or --timeout it runs until Ctrl-C."
+            "each event_id once. Without --count or --timeout it runs until Ctrl-C. It never "
+            "creates a topic: before the workers have created it, it waits."
         ),
     )
-    p.add_argument("--bootstrap", metavar="HOST:PORT",
-                   help="Kafka bootstrap servers (default: $HOOKSTREAM_BOOTSTRAP, else the config)")
+    add_kafka_args(p)
+    p.add_argument("--topic", metavar="NAME", help="highlights topic (default: topics.highlights of the config)")
     p.add_argument("--from-beginning", action="store_true",
                    help="start at the oldest event kept by the broker (default: only new events)")
     p.add_argument("--final-only", action="store_true", help="print only final events, not provisional ones")
-    p.add_argument("--count", type=int, metavar="N", help="stop after printing N events")
-    p.add_argument("--timeout", type=float, metavar="S",
+    p.add_argument("--count", type=positive_int, metavar="N", help="stop after printing N events")
+    p.add_argument("--timeout", type=positive_float, metavar="S",
                    help="stop when S seconds pass without a new event being printed")
     p.add_argument("--track-id", action="append", metavar="ID", help="only this track (repeatable)")
-    p.add_argument("--config", metavar="FILE", help="stream settings YAML (default configs/stream.yaml)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import logging
     import os
     import sys
 
-    from models.errors import InputError
     from stream_app.settings import load_settings
     from stream_app.subscribe import iter_highlights
 
-    if not getattr(args, "verbose", False):
-        logging.getLogger("kafka").setLevel(logging.WARNING)
-    if args.count is not None and args.count < 1:
-        raise InputError(f"--count must be at least 1, got {args.count}")
-    if args.timeout is not None and not args.timeout > 0:
-        raise InputError(f"--timeout must be positive, got {args.timeout}")
-    settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap)
+    settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap,
+                             topics={"highlights": args.topic})
     events = iter_highlights(
         settings,
         from_beginning=args.from_beginning,

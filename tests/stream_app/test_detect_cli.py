@@ -55,7 +55,7 @@ def test_length_option(files, capsys):
 
 @pytest.mark.parametrize("name,reason", [
     ("missing.wav", "no such file"),
-    ("notes.wav", "not a readable audio file"),
+    ("notes.wav", "corrupt or not an audio file"),
     ("empty.wav", "empty file"),
     ("zero.wav", "zero length"),
     ("nan.wav", "NaN or infinite"),
@@ -106,7 +106,7 @@ def test_bad_checkpoint_is_a_clear_error(files, tmp_path, capsys):
     d, _ = files
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"junk")
-    assert main(["detect", str(d / "short.wav"), "--checkpoint", str(bad)]) == 2
+    assert main(["detect", str(d / "short.wav"), "--checkpoint", str(bad)]) == 1  # not a usage error
     assert "not a readable safetensors checkpoint" in capsys.readouterr().err
 
 

@@ -322,7 +322,10 @@ def test_metrics_match_what_was_sent(worker):
     assert {"hookstream_chunks", "hookstream_audio_seconds", "hookstream_highlight_events",
             "hookstream_rejected_inputs", "hookstream_active_tracks", "hookstream_scorer_batch_tracks",
             "hookstream_scorer_batch_seconds", "hookstream_chunk_to_provisional_seconds",
-            "hookstream_model_info"} <= m["__families__"]
+            "hookstream_model_info", "hookstream_build_info", "process_resident_memory_bytes",
+            "python_info"} <= m["__families__"]
+    build = [dict(k[1]) for k in m if k != "__families__" and k[0] == "hookstream_build_info"]
+    assert build == [{"version": "0.1.0", "model": "untrained-huang-seed0"}]
 
 
 def test_restart_recovers_track_state_from_the_changelog(worker, detector):

@@ -71,6 +71,7 @@ class ModelConfig:
     dropout_rnn: float = 0.0
     dropout_fc: float = 0.0
     n_chroma: int = 0  # > 0: chunk chroma appended to the chunk vectors -> repetition features
+    n_repetition: int = 4  # how many of repetition_features' values feed the Bi-LSTM (4 or 7)
     track_norm: bool = False  # subtract the track's mean embedding before the Bi-LSTM
     chorus_logits: bool = False  # attention logits trained as chorus logits (window: sigmoid)
 
@@ -85,11 +86,14 @@ class ModelConfig:
             raise ConfigError(f"model.n_labels = {self.n_labels}: must be at least 1")
         if self.n_chroma < 0:
             raise ConfigError(f"model.n_chroma = {self.n_chroma}: must be >= 0 (0: no chroma)")
+        if not 1 <= self.n_repetition <= N_REPETITION:
+            raise ConfigError(f"model.n_repetition = {self.n_repetition}: must be in "
+                              f"1..{N_REPETITION}")
 
     @property
     def n_structure(self) -> int:
         """Per-chunk structure features fed to the Bi-LSTM beside the embedding."""
-        return N_REPETITION if self.n_chroma else 0
+        return self.n_repetition if self.n_chroma else 0
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
@@ -123,7 +127,8 @@ def tiny(arch: str = "huang", n_labels: int = 5) -> ModelConfig:
                  fc_dims=(8,))
 
 
-N_REPETITION = 4
+N_REPETITION = 7
+REPETITION_FIRST_SIM = 0.5  # a match this close counts as "the same material" for first_seen
 REPETITION_SPAN = (-1, 0, 1, 2)  # chunk offsets stacked per chroma vector (~12 s, a phrase)
 REPETITION_MIN_LAG = 4  # chunks (~12 s): closer positions are the same passage, not a repeat
 
@@ -136,7 +141,13 @@ def repetition_features(chroma: Tensor, lengths: Tensor) -> Tensor:
     self-similarity matrix, restricted to pairs at least
     :data:`REPETITION_MIN_LAG` chunks apart, gives per chunk: the best match,
     the mean of the best three, the mean similarity, and the best match minus
-    the track's mean best match. Zeros where a track has no such pair.
+    the track's mean best match, the best match among earlier and among
+    later chunks (has this material been heard before? will it come back?),
+    and ``first_seen``: where in the track (0 = start, 1 = end) this
+    material was first heard, i.e. the earliest of the chunk itself and its
+    matches closer than :data:`REPETITION_FIRST_SIM`. POP909's chorus is the
+    *second* melodic material, so the order of first appearance matters as
+    much as the repeat itself. Zeros where a track has no such pair.
 
     Parameters
     ----------
@@ -174,7 +185,15 @@ def repetition_features(chroma: Tensor, lengths: Tensor) -> Tensor:
     mean = (sim * pair).sum(2) / pair.sum(2).clamp(min=1)
     n_has = (has & valid).sum(1, keepdim=True).clamp(min=1)
     best_mean = (best * has).sum(1, keepdim=True) / n_has
-    feats = torch.stack([best, top_mean, mean, best - best_mean], dim=2)
+    earlier = pos[None, :] < pos[:, None]  # (C, C): column before row
+    past = sim.masked_fill(~(pair & earlier[None]), -1.0).amax(2).clamp(min=0)
+    future = sim.masked_fill(~(pair & ~earlier[None]), -1.0).amax(2).clamp(min=0)
+    same = pair & (sim >= REPETITION_FIRST_SIM)
+    big = torch.full_like(sim, float(c))
+    first = torch.minimum(torch.where(same, pos[None, None, :].to(sim.dtype), big).amin(2),
+                          pos[None, :].to(sim.dtype))
+    first_seen = first / (lengths.to(sim.device)[:, None] - 1).clamp(min=1).to(sim.dtype)
+    feats = torch.stack([best, top_mean, mean, best - best_mean, past, future, first_seen], dim=2)
     return feats * (has & valid)[..., None]
 
 
@@ -197,7 +216,8 @@ class AttentionNet(nn.Module):
             mean = (cnn * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
             x = (cnn - mean) * valid
         if n:
-            x = torch.cat([x, repetition_features(emb[..., -n:], lengths)], dim=2)
+            rep = repetition_features(emb[..., -n:], lengths)[..., : self.config.n_repetition]
+            x = torch.cat([x, rep], dim=2)
         return x, cnn
 
     def embed(self, chunks: Tensor) -> Tensor:

@@ -446,3 +446,22 @@ def test_track_record_roundtrip(detector):
 ])
 def test_classify(record, seq, verdict):
     assert classify(record, seq) == verdict
+
+
+def test_chorus_model_final_equals_detect():
+    """A structure/chorus model (chroma, repetition features, chorusness window) streams exactly."""
+    import dataclasses
+
+    model = dataclasses.replace(nets.tiny(), n_chroma=12, n_repetition=7, track_norm=True,
+                                chorus_logits=True)
+    det = Detector(DetectConfig(device="cpu"), checkpoint.untrained(model, LABELS, seed=2))
+    h = Harness(det, provisional_min_interval_s=0.0)
+    x = signal(40.0, seed=4)
+    n = int(0.7 * SR)  # pieces that divide nothing
+    pieces = [x[i:i + n] for i in range(0, len(x), n)]
+    for seq, p in enumerate(pieces):
+        h.process(h.chunk("c", seq, p, end=seq == len(pieces) - 1))
+        h.clock.tick()
+    finals = h.events("c", "final")
+    assert len(finals) == 1 and len(h.events("c", "provisional")) >= 1
+    assert_final_equals_detect(finals[0], det, x)

@@ -74,6 +74,7 @@ class ModelConfig:
     n_repetition: int = 4  # how many of repetition_features' values feed the Bi-LSTM (4 or 7)
     track_norm: bool = False  # subtract the track's mean embedding before the Bi-LSTM
     chorus_logits: bool = False  # attention logits trained as chorus logits (window: sigmoid)
+    n_sections: int = 0  # > 0: a training-only head classifying each chunk's section kind
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -198,9 +199,33 @@ def repetition_features(chroma: Tensor, lengths: Tensor) -> Tensor:
 
 
 class AttentionNet(nn.Module):
-    """Chunk CNN + recurrent attention. Subclasses define ``embed`` and ``attend``."""
+    """Chunk CNN + recurrent attention. Subclasses define ``embed`` and ``attend_all``.
+
+    ``attend_all`` also returns the Bi-LSTM outputs (B, C, 2h), which the
+    optional section head (``n_sections``, a training signal only) reads.
+    """
 
     config: ModelConfig
+
+    def attend(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, E) chunk vectors, (B,) lengths -> logits u (B, C), y (B, n_labels).
+
+        Positions at or past a track's length get logit ``-inf``.
+        """
+        logits, y, _ = self.attend_all(emb, lengths)
+        return logits, y
+
+    def attend_all(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`attend` plus the Bi-LSTM outputs (B, C, 2 * lstm_hidden)."""
+        raise NotImplementedError
+
+    def section_logits(self, hidden: Tensor) -> Tensor:
+        """(B, C, 2h) Bi-LSTM outputs -> (B, C, n_sections) section-kind logits."""
+        return self.sections(hidden)
+
+    def _add_section_head(self, cfg: "ModelConfig") -> None:
+        if cfg.n_sections:
+            self.sections = nn.Linear(2 * cfg.lstm_hidden, cfg.n_sections)
 
     def recurrent_inputs(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Split chunk vectors into (Bi-LSTM input, CNN embedding), per the structure options.
@@ -222,13 +247,6 @@ class AttentionNet(nn.Module):
 
     def embed(self, chunks: Tensor) -> Tensor:
         """(N, n_mels, T) normalised log-mel chunks -> (N, E) chunk vectors."""
-        raise NotImplementedError
-
-    def attend(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, C, E) chunk vectors, (B,) lengths -> logits u (B, C), y (B, n_labels).
-
-        Positions at or past a track's length get logit ``-inf``.
-        """
         raise NotImplementedError
 
     @property
@@ -275,6 +293,7 @@ class HuangNet(AttentionNet):
                             dropout=cfg.dropout_rnn if cfg.lstm_layers > 1 else 0.0)
         self.att_w = nn.Linear(2 * cfg.lstm_hidden, cfg.attention_dim)  # [W_f W_b] and bias
         self.att_v = nn.Linear(cfg.attention_dim, 1, bias=False)  # v
+        self._add_section_head(cfg)
 
     @property
     def min_frames(self) -> int:
@@ -286,7 +305,7 @@ class HuangNet(AttentionNet):
     def embed(self, chunks: Tensor) -> Tensor:
         return self.conv(chunks).amax(dim=2)
 
-    def attend(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def attend_all(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, cnn = self.recurrent_inputs(emb, lengths)
         hidden = _bilstm(self.lstm, x, lengths)
         logits = self.att_v(torch.tanh(self.att_w(hidden))).squeeze(2)
@@ -294,7 +313,7 @@ class HuangNet(AttentionNet):
         a = torch.softmax(logits, dim=1)
         o = torch.sigmoid(self.fc(cnn))  # (B, C, L): per-chunk label probabilities
         y = torch.einsum("bc,bcl->bl", a, o)
-        return logits, y
+        return logits, y, hidden
 
 
 class CranNet(AttentionNet):
@@ -325,6 +344,7 @@ class CranNet(AttentionNet):
             fc += [nn.Dropout(cfg.dropout_fc), nn.Linear(width, d), nn.ELU()]
             width = d
         self.out = nn.Sequential(*fc, nn.Linear(width, cfg.n_labels))
+        self._add_section_head(cfg)
 
     @property
     def min_frames(self) -> int:
@@ -333,7 +353,7 @@ class CranNet(AttentionNet):
     def embed(self, chunks: Tensor) -> Tensor:
         return self.conv(chunks).amax(dim=2)
 
-    def attend(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def attend_all(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, emb = self.recurrent_inputs(emb, lengths)
         hidden = _bilstm(self.lstm, x, lengths)  # (B, C, 2h)
         h = self.config.lstm_hidden
@@ -347,7 +367,7 @@ class CranNet(AttentionNet):
         alpha = torch.softmax(logits, dim=1)
         z = self.p(torch.einsum("bc,bca->ba", alpha, v))  # eq. 7
         m = torch.tanh(z) * f  # eq. 8
-        return logits, torch.sigmoid(self.out(m))
+        return logits, torch.sigmoid(self.out(m)), hidden
 
 
 ARCHS = {"huang": HuangNet, "cran": CranNet}

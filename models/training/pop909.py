@@ -112,7 +112,8 @@ def render_pop909(
     if not midi_files:
         raise InputError(f"{src / 'midi'}: no .mid files (is --src the POP909 folder?)")
     songs = read_jsonl(src / "songs.jsonl")
-    choruses = {r["id"]: r["chorus"] for r in read_jsonl(src / "annotations.jsonl").values()}
+    annotations = read_jsonl(src / "annotations.jsonl")
+    choruses = {r["id"]: r["chorus"] for r in annotations.values()}
     if annotated_only:
         midi_files = [m for m in midi_files if m.stem in choruses]
     if splits is not None:
@@ -154,7 +155,8 @@ def render_pop909(
             + "\n  ".join(failures[:20])
         )
     entries = [
-        {**manifest_entry(songs[m.stem], chorus=choruses.get(m.stem), audio=f"audio/{m.stem}.flac"),
+        {**manifest_entry(songs[m.stem], chorus=choruses.get(m.stem), audio=f"audio/{m.stem}.flac",
+                          sections=annotations.get(m.stem, {}).get("sections")),
          "render": {"soundfont": font.name, "programs": arrangement[m.stem]}}
         for m in midi_files
     ]
@@ -215,7 +217,8 @@ def render_song(
 
 
 def manifest_entry(
-    record: Mapping[str, Any], *, chorus: Sequence[Sequence[float]] | None, audio: str
+    record: Mapping[str, Any], *, chorus: Sequence[Sequence[float]] | None, audio: str,
+    sections: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Manifest line for one POP909 song.
 
@@ -223,6 +226,8 @@ def manifest_entry(
     ----------
     record : the song's line of ``songs.jsonl``
     chorus : chorus spans ``[start_s, end_s]`` from ``annotations.jsonl``, None if not annotated
+    sections : the annotated phrases ``{label, start, end}`` (kept as ``sections``; the
+        trainer's section head reads them), None if not annotated
     audio : path of the audio, relative to the manifest's folder
 
     Returns
@@ -233,6 +238,8 @@ def manifest_entry(
     entry: dict[str, Any] = {"audio": audio, "labels": song_labels(record)}
     if chorus is not None:
         entry["chorus"] = [[float(s), float(e)] for s, e in chorus]
+    if sections is not None:
+        entry["sections"] = [[str(x["label"]), float(x["start"]), float(x["end"])] for x in sections]
     entry.update(
         id=record["id"],
         split=split_of(record["id"]),

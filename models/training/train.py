@@ -102,6 +102,10 @@ PRESETS = {
 }
 OPTIMIZERS = ("sgd", "adam")
 SELECT_ON = ("auc", "chorus")
+# Section kinds of the auxiliary head, from POP909's phrase labels: lowercase (intro, outro,
+# bridge: no melody) or no phrase, the first melodic material A, the second B (the chorus),
+# and any later material (C, D, ..., X).
+SECTION_KINDS = ("no_melody", "A", "B", "later")
 PROB_EPS = 1e-7  # y is clamped to [eps, 1 - eps] before the log of the cross-entropy
 RESUME_VERSION = 1
 # Keys that may change between a run and its --resume without changing its results.
@@ -149,6 +153,7 @@ class TrainConfig:
     mel: MelConfig = field(default_factory=MelConfig)
     extra_manifests: tuple[str, ...] = ()
     chorus_weight: float = 0.0
+    section_weight: float = 0.0
     gain_db: float = 0.0
     select_on: str = "auc"  # auc | chorus
 
@@ -157,11 +162,12 @@ class TrainConfig:
             value = getattr(self, key)
             _check(isinstance(value, str) and value != "", key, value, "must be a non-empty string")
         for key in ("lr", "momentum", "weight_decay", "lr_decay", "grad_clip", "chorus_weight",
-                    "gain_db"):
+                    "gain_db", "section_weight"):
             self._set(key, _number(key, getattr(self, key)))
         _check(self.lr > 0, "lr", self.lr, "must be positive")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
-        for key in ("weight_decay", "lr_decay", "grad_clip", "chorus_weight", "gain_db"):
+        for key in ("weight_decay", "lr_decay", "grad_clip", "chorus_weight", "gain_db",
+                    "section_weight"):
             _check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         for key, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0),
                          ("feature_jobs", 1)):
@@ -206,6 +212,9 @@ class TrainConfig:
         model = self.model_config(1)  # validates preset and overrides now, not after data prep
         _check(self.chorus_weight == 0 or model.chorus_logits, "chorus_weight", self.chorus_weight,
                "needs model.chorus_logits: true (the logits become chorus logits)")
+        _check(self.section_weight == 0 or model.n_sections == len(SECTION_KINDS),
+               "section_weight", self.section_weight,
+               f"needs model.n_sections: {len(SECTION_KINDS)} ({', '.join(SECTION_KINDS)})")
 
     def _set(self, key: str, value: Any) -> None:
         object.__setattr__(self, key, value)
@@ -255,6 +264,7 @@ class _Item:
     n_frames: int
     target: np.ndarray  # (n_labels,) float32 multi-hot
     chorus: tuple[tuple[float, float], ...] = ()  # annotated spans (s); () when not annotated
+    sections: tuple[tuple[str, float, float], ...] = ()  # (label, start_s, end_s) phrases
     chroma_features: Path | None = None  # cache entry of the chroma frames (structure models)
     render: str = ""  # the manifest the song comes from
 
@@ -346,8 +356,9 @@ def prepare_data(cfg: TrainConfig, *, min_frames: int, progress: bool = True,
 def _item(song: Song, features: Path, labels: Sequence[str], chroma: Path | None = None,
           render: str = "") -> _Item:
     target = np.array([x in song.labels for x in labels], np.float32)
+    sections = tuple((str(lab), float(a), float(b)) for lab, a, b in song.extra.get("sections") or ())
     return _Item(song.id, features, len(load_features(features)), target, tuple(song.chorus),
-                 chroma, render)
+                 sections, chroma, render)
 
 
 def _label_counts(songs: Sequence[Song], labels: Sequence[str]) -> dict[str, int]:
@@ -410,6 +421,7 @@ class _SongArrays:
     tail: np.ndarray | None  # (n_mels, t)
     chroma: np.ndarray | None  # (n [+ 1], 12) chunk means
     target: np.ndarray | None  # (n [+ 1],) share of chorus frames; None: not annotated
+    section: np.ndarray | None = None  # (n [+ 1],) int64 SECTION_KINDS index; None: no phrases
 
 
 def song_arrays(item: _Item, data: _Data, *, start: int, take: int, tail: int = 0,
@@ -429,7 +441,23 @@ def song_arrays(item: _Item, data: _Data, *, start: int, take: int, tail: int = 
     chunk_chroma = chunk_values(chroma, start, lengths) if chroma is not None else None
     target = chunk_values(chorus_frames(len(frames), item.chorus, mel), start, lengths) \
         if item.chorus else None
-    return _SongArrays(full, tail_chunk, chunk_chroma, target)
+    section = None
+    if item.sections:
+        kinds = np.eye(len(SECTION_KINDS), dtype=np.float32)[section_frames(len(frames),
+                                                                            item.sections, mel)]
+        section = chunk_values(kinds, start, lengths).argmax(axis=1).astype(np.int64)
+    return _SongArrays(full, tail_chunk, chunk_chroma, target, section)
+
+
+def section_frames(n_frames: int, sections: Sequence[tuple[str, float, float]],
+                   mel: MelConfig) -> np.ndarray:
+    """Per frame, the :data:`SECTION_KINDS` index of the phrase holding its centre."""
+    centres = (np.arange(n_frames) * mel.hop_length + mel.n_fft / 2) / mel.sample_rate
+    out = np.zeros(n_frames, np.int64)
+    for label, start, end in sections:
+        kind = 1 if label == "A" else 2 if label == "B" else 3 if label.isupper() else 0
+        out[(centres >= start) & (centres < end)] = kind
+    return out
 
 
 def whole_song(frames: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
@@ -452,14 +480,15 @@ def whole_song_arrays(item: _Item, data: _Data, *, min_tail: int) -> _SongArrays
 
 
 def batch_forward(net: nets.AttentionNet, songs: Sequence[tuple[np.ndarray, np.ndarray | None]],
-                  device: torch.device, chroma: Sequence[np.ndarray] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  device: torch.device, chroma: Sequence[np.ndarray] | None = None, *,
+                  hidden: bool = False) -> tuple[torch.Tensor, ...]:
     """Attention logits (B, C) and label probabilities y (B, n_labels) for a batch of songs.
 
     Equal to ``net(chunks, lengths)`` on the zero-padded batch, but only real
     chunks go through the CNN, and a partial final chunk is embedded at its
     own length as the streaming scorer does. ``chroma`` (one (C_i, n_chroma)
     array per song) is appended to the chunk vectors of a structure model.
+    With ``hidden`` the Bi-LSTM outputs (B, C, 2h) come third.
     """
     full = [torch.from_numpy(f) for f, _ in songs]
     counts = [len(f) for f in full]
@@ -476,14 +505,27 @@ def batch_forward(net: nets.AttentionNet, songs: Sequence[tuple[np.ndarray, np.n
                             dim=1)
         seqs.append(seq)
     lengths = torch.tensor([len(s) for s in seqs])
-    return net.attend(pad_sequence(seqs, batch_first=True), lengths)
+    padded = pad_sequence(seqs, batch_first=True)
+    return net.attend_all(padded, lengths) if hidden else net.attend(padded, lengths)
 
 
-def forward_arrays(net: nets.AttentionNet, songs: Sequence[_SongArrays], device: torch.device
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_arrays(net: nets.AttentionNet, songs: Sequence[_SongArrays], device: torch.device,
+                   *, hidden: bool = False) -> tuple[torch.Tensor, ...]:
     """:func:`batch_forward` on :class:`_SongArrays`."""
     chroma = [s.chroma for s in songs] if net.config.n_chroma else None
-    return batch_forward(net, [(s.full, s.tail) for s in songs], device, chroma)
+    return batch_forward(net, [(s.full, s.tail) for s in songs], device, chroma, hidden=hidden)
+
+
+def section_loss(net: nets.AttentionNet, hidden: torch.Tensor, songs: Sequence[_SongArrays]
+                 ) -> torch.Tensor:
+    """Cross-entropy of the section head over the chunks of songs with phrase labels."""
+    rows = [i for i, s in enumerate(songs) if s.section is not None and len(s.section)]
+    if not rows:
+        return hidden.new_zeros(())
+    logits = net.section_logits(hidden)
+    z = torch.cat([logits[i, : len(songs[i].section)] for i in rows])
+    t = torch.cat([torch.from_numpy(songs[i].section) for i in rows]).to(z.device)
+    return F.cross_entropy(z, t)
 
 
 def chorus_loss(logits: torch.Tensor, songs: Sequence[_SongArrays]) -> torch.Tensor:
@@ -642,10 +684,12 @@ def train_epoch(net: nets.AttentionNet, opt: torch.optim.Optimizer, data: _Data,
         target = torch.from_numpy(np.stack([i.target for i in items])).to(device)
         for group in opt.param_groups:
             group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
-        u, y = forward_arrays(net, songs, device)
+        u, y, hidden = forward_arrays(net, songs, device, hidden=True)
         loss = bce(y, target)
         if cfg.chorus_weight:
             loss = loss + cfg.chorus_weight * chorus_loss(u, songs)
+        if cfg.section_weight:
+            loss = loss + cfg.section_weight * section_loss(net, hidden, songs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

@@ -11,7 +11,19 @@ from models.config import DetectConfig, MelConfig
 from models.detect import Detector
 from models.errors import ConfigError
 from models.examples import SR, synth_song
-from models.training.train import TrainConfig, chorus_frames, chunk_values, train
+from models.training.train import (TrainConfig, chorus_frames, chunk_values, section_frames,
+                                   train)
+
+# models.examples.synth_song's plan, as POP909 phrase labels (bar_s = 1).
+PLAN = [("i", 4), ("A", 8), ("B", 8), ("A", 8), ("B", 8), ("x", 4), ("B", 8), ("o", 4)]
+
+
+def plan_sections(bar_s=1.0):
+    out, t = [], 0.0
+    for label, bars in PLAN:
+        out.append([label, t, t + bars * bar_s])
+        t += bars * bar_s
+    return out
 
 
 def test_chorus_targets_are_the_share_of_chorus_frames():
@@ -23,6 +35,14 @@ def test_chorus_targets_are_the_share_of_chorus_frames():
     assert shares[0] == pytest.approx(frames[:130].mean()) and 0 < shares[0] < 1
     assert shares[1] == pytest.approx(frames[130:260].mean())
     assert shares[3] == 0.0 and len(shares) == 4
+
+
+def test_section_kinds_per_frame():
+    kinds = section_frames(2000, plan_sections(), MelConfig())
+    assert set(np.unique(kinds)) == {0, 1, 2}  # intro/bridge/outro, A, B; no later material
+    frame_at = lambda t: int((t * 22050 - 1024) / 512)  # the frame centred at t seconds
+    assert kinds[frame_at(2.0)] == 0 and kinds[frame_at(8.0)] == 1  # intro, first A (4-12 s)
+    assert kinds[frame_at(15.0)] == 2 and kinds[frame_at(23.0)] == 1  # B (12-20 s), A again
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +59,8 @@ def renders(tmp_path_factory):
                 x = np.concatenate([[0.0], x[1:] - tilt * x[:-1]]).astype(np.float32)
             sf.write(root / render / f"s{i}.wav", gain * x, SR)
             lines.append(json.dumps({"audio": f"s{i}.wav", "id": f"s{i}", "labels": ["major"],
-                                     "chorus": chorus, "split": "val" if i >= 4 else "train"}))
+                                     "chorus": chorus, "sections": plan_sections(),
+                                     "split": "val" if i >= 4 else "train"}))
         (root / render / "manifest.jsonl").write_text("\n".join(lines) + "\n")
         manifests.append(str(root / render / "manifest.jsonl"))
     return root, manifests
@@ -48,11 +69,11 @@ def renders(tmp_path_factory):
 def _cfg(root, manifests, out, **kw):
     base = dict(manifest=manifests[0], extra_manifests=manifests[1:], out=str(out),
                 name="test-chorus", cache_dir=str(root / "cache"),
-                model={"preset": "tiny-huang", "n_chroma": 12, "track_norm": True,
-                       "chorus_logits": True},
+                model={"preset": "tiny-huang", "n_chroma": 12, "n_repetition": 7,
+                       "track_norm": True, "chorus_logits": True, "n_sections": 4},
                 labels=["major", "minor"], optimizer="adam", lr=0.01, batch_size=4, epochs=4,
                 patience=5, seed=0, max_chunks=0, device="cpu", num_threads=1,
-                chorus_weight=1.0, gain_db=3.0, select_on="chorus")
+                chorus_weight=1.0, section_weight=0.5, gain_db=3.0, select_on="chorus")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -91,5 +112,8 @@ def test_chorus_weight_needs_chorus_logits(renders, tmp_path):
     root, manifests = renders
     with pytest.raises(ConfigError, match="chorus_logits"):
         _cfg(root, manifests, tmp_path / "m.safetensors", model={"preset": "tiny-huang"})
+    with pytest.raises(ConfigError, match="n_sections"):
+        _cfg(root, manifests, tmp_path / "m.safetensors",
+             model={"preset": "tiny-huang", "chorus_logits": True})
     with pytest.raises(ConfigError, match="select_on"):
         _cfg(root, manifests, tmp_path / "m.safetensors", select_on="loss")

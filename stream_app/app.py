@@ -7,6 +7,11 @@ events, one scorer call per batch, in a worker thread) -> ``highlights`` and
 every open track and continues where it stopped; chunks redelivered after a
 crash are recognised by their sequence numbers and dropped.
 
+A worker acts only on tracks of partitions it owns now: after each rebalance
+the table drops every key of a partition no longer assigned, the ones this
+worker wrote itself included (``faust_patches.OwnedMemoryStore``), and the
+idle sweep skips keys of partitions it does not own.
+
 The table uses the producer's key partitioner for its changelog (not the
 current event's partition) because one batch holds events of many
 partitions; producers must therefore key chunk events by track id with
@@ -29,6 +34,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from models.detect import Detector
 from stream_app import events
+from stream_app.faust_patches import OwnedTable, key_partition
 from stream_app.metrics import Metrics
 from stream_app.processor import Incoming, Outcome, Processor
 from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs
@@ -59,6 +65,7 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         # partition could hold ~700 MB during a backlog.
         stream_buffer_maxsize=256,
         TableManager=_TableManager,
+        Table=OwnedTable,
     )
     t = settings.topics
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -96,7 +103,9 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
             metrics.provisional_latency.observe(latency)
         for d in outcome.dead_letters:
             await dead_letters.send(key=events.dead_letter_key(d), value=events.encode_dead_letter(d))
-        metrics.active_tracks.set(sum(1 for v in table.values() if v and not _ended(v)))
+        mine = owned_partitions()
+        metrics.active_tracks.set(sum(1 for k, v in table.items() if v and not _ended(v)
+                                      and key_partition(k, settings.partitions) in mine))
 
     @app.agent(chunks, concurrency=1)
     async def score(stream):
@@ -121,6 +130,9 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     # its recovered record must not be closed before the agent has read them.
     owned = {"rebalance": -1, "since": 0.0}
 
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.chunks}
+
     @app.timer(interval=SWEEP_INTERVAL_S)
     async def sweep():
         if lock.locked() or app.rebalancing:  # the agent is busy, or records are moving
@@ -132,7 +144,10 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         async with lock:
             records = {}
             now = time.time()
+            mine = owned_partitions()
             for key, value in list(table.items()):
+                if key_partition(key, settings.partitions) not in mine:
+                    continue  # another worker's track (a standby copy, or not dropped yet)
                 try:
                     head = TrackRecord.peek(value)
                     if head["ended"] or now - max(head["last_seen"], since) >= settings.stream.idle_timeout_s:

@@ -6,9 +6,6 @@ serialisation. Audio is cut into 1 s chunks: chunk ``k`` of a track is
 ``x[k*SR:(k+1)*SR]`` of that track's signal.
 """
 
-import json
-import struct
-
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -24,6 +21,7 @@ from stream_app.processor import (FINISHED_RETENTION_S, MAX_GAP_CHUNKS, Incoming
                                   Processor, group_by_track)
 from stream_app.settings import StreamSettings
 from stream_app.tracks import TrackRecord, classify
+from streaming import raw_chunk
 
 SR = 22050
 LABELS = ("a", "b", "c", "d", "e")
@@ -45,15 +43,6 @@ def signal(seconds: float, seed: int = 0, amp: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     x = amp * (np.sin(2 * np.pi * (220 + 40 * seed) * t) + 0.5 * rng.standard_normal(t.size))
     return x.astype(np.float32)
-
-
-def raw_chunk(track_id: str, payload: bytes, **header) -> bytes:
-    """A chunk event value built by hand, bypassing ``encode_chunk``'s checks."""
-    h = dict(schema=1, track_id=track_id, seq=0, sample_rate=SR, channels=1, encoding="f32le",
-             end=False)
-    h.update(header)
-    head = json.dumps(h).encode()
-    return struct.pack(">I", len(head)) + head + payload
 
 
 def piece(x: np.ndarray, seq: int, n: int = SR) -> np.ndarray:

@@ -28,13 +28,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
-from faust.tables import TableManager
-from faust.tables.recovery import Recovery
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from models.detect import Detector
 from stream_app import events
-from stream_app.faust_patches import OwnedTable, key_partition
+from stream_app.faust_patches import App, OwnedTable, TableManager, key_partition
 from stream_app.metrics import Metrics
 from stream_app.processor import Incoming, Outcome, Processor
 from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs
@@ -49,7 +46,7 @@ SWEEP_INTERVAL_S = 1.0
 
 def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                app_id: str = APP_ID) -> faust.App:
-    app = _App(
+    app = App(
         app_id,
         **faust_broker_kwargs(settings),
         **FAUST_BROKER_KW,
@@ -64,7 +61,7 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         # Chunk events are ~176 KB: Faust's default buffer of 4,096 events per
         # partition could hold ~700 MB during a backlog.
         stream_buffer_maxsize=256,
-        TableManager=_TableManager,
+        TableManager=TableManager,
         Table=OwnedTable,
     )
     t = settings.topics
@@ -162,83 +159,6 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
 
     app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep}
     return app
-
-
-# --- Faust 0.15 fixes ------------------------------------------------------------------
-# A restarted worker with a backlog lost or reordered chunk events (chunk 16 of a track
-# processed before chunks 10-15, so the track was closed as incomplete; a chunk never
-# processed at all), about one restart in five on Tansu. Two Faust races, each fixed by
-# a small subclass plugged in through a supported setting or factory method.
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Fetches only the partitions active when the fetch starts.
-
-    Faust hands the consumer thread its live, mutable set of active partitions;
-    aiokafka re-reads it while it waits and takes an empty set for "every
-    partition". When the set empties during a fetch (the changelog partitions
-    are paused at the end of table recovery, the stream partitions still are),
-    aiokafka returns the records buffered for the paused stream partitions,
-    Faust drops them as inactive, and their position has moved past them.
-    """
-
-    async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):
-        if active_partitions is not None:
-            active_partitions = frozenset(active_partitions)
-            if not active_partitions:
-                return {}
-        return await super()._fetch_records(consumer, active_partitions, timeout=timeout,
-                                            max_records=max_records)
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _App(faust.App):
-    def _new_transport(self) -> _Transport:
-        return _Transport(self.conf.broker_consumer, self)
-
-
-class _Recovery(Recovery):
-    """Faust's table recovery, resuming the stream partitions only once the flow is back.
-
-    At the end of a rebalance Faust resumes fetching the stream partitions,
-    then seeks them to the committed offsets, then resumes flow control, which
-    clears the stream buffers. Records fetched after the seek and buffered
-    before that clear are lost (their read offset has moved on). Deferring the
-    resume to the end of the step closes that window; nothing else changes.
-    """
-
-    async def _resume_streams(self, generation_id: int = 0) -> None:
-        await self._resume_last(super()._resume_streams, generation_id)
-
-    async def on_recovery_completed(self, generation_id: int = 0) -> None:
-        await self._resume_last(super().on_recovery_completed, generation_id)
-
-    async def _resume_last(self, step, generation_id: int) -> None:
-        consumer = self.app.consumer
-        deferred: list = []
-        consumer.resume_partitions = deferred.append
-        try:
-            await step(generation_id)
-        finally:
-            del consumer.resume_partitions  # the class's method again
-            for tps in deferred:
-                consumer.resume_partitions(tps)
-
-
-class _TableManager(TableManager):
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = _Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
 
 
 def _track_key(key: bytes | None) -> str | None:

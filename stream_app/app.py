@@ -32,6 +32,7 @@ import faust
 from models.detect import Detector
 from stream_app import events
 from stream_app.faust_patches import App, OwnedTable, TableManager, key_partition
+from stream_app.health import Health
 from stream_app.metrics import Metrics
 from stream_app.processor import Incoming, Outcome, Processor
 from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs
@@ -42,10 +43,11 @@ log = logging.getLogger(__name__)
 APP_ID = "hookstream"
 TABLE = "track-state"
 SWEEP_INTERVAL_S = 1.0
+HEARTBEAT_INTERVAL_S = 1.0  # the event loop's heartbeat for /healthz
 
 
 def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
-               app_id: str = APP_ID) -> faust.App:
+               app_id: str = APP_ID, health: Health | None = None) -> faust.App:
     app = App(
         app_id,
         **faust_broker_kwargs(settings),
@@ -74,8 +76,13 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     table = app.Table(TABLE, default=None, partitions=settings.partitions,
                       key_type=bytes, value_type=bytes, use_partitioner=True)
     processor = Processor(detector, settings.stream, metrics)
+    health = health or Health(stall_after_s=settings.worker.stall_after_s)
+    health.readiness = lambda: _readiness(app, owned_partitions)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
     lock = asyncio.Lock()  # the agent and the idle timer both write the table
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.chunks}
 
     def load(track_id: str) -> TrackRecord | None:
         raw_record = table.get(track_id.encode())
@@ -113,22 +120,27 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                              e.message.partition, e.message.offset,
                              getattr(e.message, "time_in", None) or time.monotonic())
                     for e in batch]
-            async with lock:
-                records = {}
-                for m in msgs:
-                    tid = _track_key(m.key)
-                    if tid is not None and tid not in records:
-                        records[tid] = load(tid)
-                outcome = await loop.run_in_executor(executor, processor.process, msgs, records)
-                await publish(outcome)
+            health.batch_started()
+            try:
+                async with lock:
+                    records = {}
+                    for m in msgs:
+                        tid = _track_key(m.key)
+                        if tid is not None and tid not in records:
+                            records[tid] = load(tid)
+                    outcome = await loop.run_in_executor(executor, processor.process, msgs, records)
+                    await publish(outcome)
+            finally:
+                health.batch_done()
 
     # Idle time counts from the end of the last rebalance at the earliest: a track's
     # chunks may wait in the topic while no worker owns its partition (a restart), and
     # its recovered record must not be closed before the agent has read them.
     owned = {"rebalance": -1, "since": 0.0}
 
-    def owned_partitions() -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.chunks}
+    @app.timer(interval=HEARTBEAT_INTERVAL_S)
+    async def heartbeat():
+        health.beat()
 
     @app.timer(interval=SWEEP_INTERVAL_S)
     async def sweep():
@@ -157,8 +169,22 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                     executor, functools.partial(processor.sweep, records, active_since=since))
                 await publish(outcome)
 
-    app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep}
+    app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep,
+                      "health": health}
     return app
+
+
+def _readiness(app: faust.App, owned_partitions) -> tuple[bool, str]:
+    """Ready once the group was joined and table recovery finished (read from any thread)."""
+    if app.rebalancing_count == 0:
+        return False, "not yet in the consumer group"
+    if app.rebalancing or not app.tables.recovery.completed.is_set():
+        return False, "rebalancing: table recovery not finished"
+    try:
+        n = len(owned_partitions())
+    except RuntimeError:  # the assignment changed under this thread: a rebalance began
+        return False, "rebalancing"
+    return True, f"ok: {n} partition(s) assigned, table recovered"
 
 
 def _track_key(key: bytes | None) -> str | None:

@@ -86,6 +86,7 @@ class WorkerSettings:
     metrics_port: int = 9108
     batch_max_tracks: int = 64
     batch_wait_s: float = 0.05
+    stall_after_s: float = 60.0  # one agent batch longer than this turns /healthz red
 
 
 @dataclass(frozen=True)

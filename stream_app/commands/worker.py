@@ -30,13 +30,14 @@ def run(args) -> int:
     import logging
 
     from faust.worker import Worker
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from models import checkpoint
     from models.config import load_detect_config
     from models.detect import Detector
     from stream_app.app import create_app
     from stream_app.broker import ensure_topics
+    from stream_app.health import Health, serve
     from stream_app.metrics import Metrics
     from stream_app.settings import kafka_python_security_kwargs, load_settings
 
@@ -55,13 +56,14 @@ def run(args) -> int:
     ensure_topics(settings.kafka.bootstrap, settings.topic_partitions(),
                   security=kafka_python_security_kwargs(settings))
     port = settings.worker.metrics_port
+    health = Health(stall_after_s=settings.worker.stall_after_s)
     if port:
-        start_http_server(port, registry=registry)
+        serve(port, registry, health)  # /metrics, /healthz, /readyz
     log = logging.getLogger("hookstream.worker")
     log.info("worker: broker %s, model %s on %s, metrics %s", settings.kafka.bootstrap,
              detector.ckpt.name, detector.scorer.device,
              f"http://127.0.0.1:{port}/metrics" if port else "off")
-    app = create_app(settings, detector, metrics, app_id=args.app_id)
+    app = create_app(settings, detector, metrics, app_id=args.app_id, health=health)
     Worker(app, loglevel="INFO" if not args.verbose else "DEBUG", quiet=True,
            redirect_stdouts=False).execute_from_commandline()
     return 0

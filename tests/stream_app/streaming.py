@@ -8,6 +8,7 @@ import os
 import signal
 import struct
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -67,6 +68,23 @@ class Worker:
         self.proc = start_worker(self.settings, metrics_port=self.port, log_path=self.log, extra=[
             "--config", str(self.config), "--checkpoint", str(self.ckpt), "--app-id", self.app_id])
         wait_metrics(self.port, self.proc, self.log)
+
+    def get(self, path: str) -> tuple[int, str]:
+        """``(status, body)`` of ``GET path`` on the metrics port."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def wait_ready(self, timeout_s: float = 90.0) -> float:
+        """Seconds until ``/readyz`` answers 200 (group joined, table recovered)."""
+        started = time.monotonic()
+        while self.get("/readyz")[0] != 200:
+            assert self.proc.poll() is None, f"worker exited\n{self.log_tail()}"
+            assert time.monotonic() - started < timeout_s, f"not ready\n{self.log_tail()}"
+            time.sleep(0.2)
+        return time.monotonic() - started
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)

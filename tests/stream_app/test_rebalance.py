@@ -24,13 +24,6 @@ from streaming import (Worker, assert_equals_detect, highlights, send, spread_ov
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def wait_log(w: Worker, text: str, count: int = 1, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while w.log.read_text(errors="replace").count(text) < count:
-        assert time.monotonic() < deadline, f"{text!r} not in the log\n{w.log_tail()}"
-        time.sleep(0.2)
-
-
 def wait_chunks(w: Worker, n: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while w.metrics()[("hookstream_chunks_total", frozenset())] < n:
@@ -46,7 +39,7 @@ def test_leave_and_join_give_exactly_one_final_per_track(broker, tiny_ckpt, dete
     try:
         a.start()
         b.start()
-        wait_log(b, "Restore complete!")
+        b.wait_ready()
         a.stop()
         ids = spread_over_partitions(f"rb-{uuid.uuid4().hex[:6]}", settings.partitions)
         signals = {tid: synth_song(seed=20 + i, bar_s=0.5)[0] for i, tid in enumerate(ids)}  # 26 s
@@ -55,7 +48,7 @@ def test_leave_and_join_give_exactly_one_final_per_track(broker, tiny_ckpt, dete
         send(settings, [m for tid in ids for m in chunks[tid][:6]])
         wait_chunks(b, 6 * len(ids))
         c.start()
-        wait_log(c, "Restore complete!")
+        c.wait_ready()
         send(settings, [m for tid in ids for m in chunks[tid][6:]])
         highlights(c, ids)
         time.sleep(settings.stream.idle_timeout_s + 5)  # B's sweep would fire in here

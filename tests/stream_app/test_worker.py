@@ -155,6 +155,14 @@ def test_metrics_match_what_was_sent(worker):
             "hookstream_model_info"} <= m["__families__"]
 
 
+def test_healthz_and_readyz_answer_on_the_metrics_port(worker):
+    worker.wait_ready()
+    status, text = worker.get("/healthz")
+    assert status == 200 and text.startswith("ok"), text
+    status, text = worker.get("/readyz")
+    assert status == 200 and "4 partition(s) assigned" in text, text
+
+
 def test_restart_recovers_track_state_from_the_changelog(worker, detector):
     """Half a track, SIGKILL, the other half, a new worker (same app id): final equals detect.
 

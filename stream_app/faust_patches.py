@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
+import threading
+import time
 
 import faust
+import faust.worker
 from aiokafka.partitioner import murmur2
 from faust import tables
 from faust.stores import memory
@@ -44,6 +49,8 @@ PATCHED = {
         "(self, url, app, table, *, table_name='', key_type=None, value_type=None, "
         "key_serializer=None, value_serializer=None, options=None, **kwargs)",
     "faust.stores.memory:Store.on_recovery_completed": "(self, active_tps, standby_tps)",
+    "faust.worker:Worker._on_sigterm": "(self)",
+    "faust.worker:Worker._on_sigint": "(self)",
 }
 # Private attributes the patches read: (module:class, attribute, where it is set).
 PRIVATE_ATTRIBUTES = [
@@ -173,3 +180,49 @@ class TableManager(tables.TableManager):
         if self._recovery is None:
             self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
+
+
+# --- Shutdown within a deadline -----------------------------------------------------------
+# Faust's shutdown waits on the broker (leave the group, commit, flush the producer); with
+# the broker gone it took more than 45 s after SIGTERM. Past the deadline the process exits
+# anyway: what was not committed is redelivered and dropped as duplicates by seq.
+
+SHUTDOWN_DEADLINE_S = 8.0  # SIGTERM/SIGINT -> exit, at the latest (Kubernetes grace: 15 s)
+
+
+class Worker(faust.worker.Worker):
+    """Faust's worker, exiting at the latest ``shutdown_deadline_s`` after SIGTERM or SIGINT."""
+
+    shutdown_deadline_s = SHUTDOWN_DEADLINE_S
+
+    def _on_sigterm(self) -> None:
+        self._start_deadline("SIGTERM")
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._start_deadline("SIGINT")
+        super()._on_sigint()
+
+    def _start_deadline(self, name: str) -> None:
+        if getattr(self, "_deadline_thread", None) is not None:
+            return
+        started = time.monotonic()
+        log.info("%s: stopping (at most %.0f s)", name, self.shutdown_deadline_s)
+
+        def expire() -> None:
+            time.sleep(self.shutdown_deadline_s)
+            log.warning("%s: shutdown not finished after %.1f s (broker unreachable?); exiting "
+                        "now: uncommitted events will be redelivered and deduplicated",
+                        name, time.monotonic() - started)
+            for handler in logging.getLogger().handlers:
+                try:
+                    handler.flush()
+                except Exception:
+                    pass
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+        self._deadline_thread = threading.Thread(target=expire, name="shutdown-deadline",
+                                                 daemon=True)
+        self._deadline_thread.start()

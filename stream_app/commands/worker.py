@@ -29,7 +29,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import logging
 
-    from faust.worker import Worker
+    from stream_app.faust_patches import Worker  # Faust's, with a shutdown deadline
     from prometheus_client import CollectorRegistry
 
     from models import checkpoint

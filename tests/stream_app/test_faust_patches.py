@@ -79,13 +79,15 @@ def test_patches_subclass_what_they_replace():
     from faust.transport.drivers import aiokafka as fa
 
     import faust
+    import faust.worker
 
     for ours, theirs in [(faust_patches.ConsumerThread, fa.AIOKafkaConsumerThread),
                          (faust_patches.Consumer, fa.Consumer), (faust_patches.Transport, fa.Transport),
                          (faust_patches.App, faust.App), (faust_patches.Recovery, recovery.Recovery),
                          (faust_patches.TableManager, TableManager),
                          (faust_patches.OwnedMemoryStore, memory.Store),
-                         (faust_patches.OwnedTable, Table)]:
+                         (faust_patches.OwnedTable, Table),
+                         (faust_patches.Worker, faust.worker.Worker)]:
         assert issubclass(ours, theirs)
 
 

@@ -228,6 +228,8 @@ def decode_chunk(
         header = json.loads(value[_HEADER_LEN.size:_HEADER_LEN.size + n].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventError("undecodable", f"chunk event header is not UTF-8 JSON ({exc})") from None
+    except RecursionError:  # e.g. [[[[...]]]]: 64 KiB of nesting is past Python's stack limit
+        raise EventError("undecodable", "chunk event header is JSON nested too deeply") from None
     if not isinstance(header, dict):
         raise EventError("undecodable", f"chunk event header is a JSON {type(header).__name__}, not an object")
     where = _where(header, key)

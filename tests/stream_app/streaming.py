@@ -124,14 +124,16 @@ def producer(settings):
                          max_request_size=2_000_000, enable_idempotence=False)
 
 
-def send(settings, messages) -> None:
-    """Produce ``(key, value)`` pairs in order to the chunk topic (default partitioner)."""
+def send(settings, messages) -> list[tuple[int, int]]:
+    """Produce ``(key, value)`` pairs in order to the chunk topic (default partitioner).
+
+    Returns each message's ``(partition, offset)``.
+    """
     p = producer(settings)
     try:
         futures = [p.send(settings.topics.chunks, key=k, value=v) for k, v in messages]
         p.flush()
-        for f in futures:
-            f.get(timeout=30)
+        return [(md.partition, md.offset) for md in (f.get(timeout=30) for f in futures)]
     finally:
         p.close()
 

@@ -273,3 +273,60 @@ def test_one_bad_event_does_not_take_its_batch_with_it(worker, detector):
     mine = [d for d in dls if d["key"] == bad_tid]
     assert [d["reason"] for d in mine] == ["bad_header", "gap_too_large"]
     assert [d["value_bytes"] for d in mine] == [len(huge), len(far[1])]
+
+
+def test_300_fuzzed_events_among_good_tracks(worker, detector):
+    """>= 300 malformed events (tests/stream_app/fuzzing.py, seeded) interleaved with good tracks.
+
+    The worker stays up, the good tracks' finals equal detect, and the dead letters
+    of the fuzzed events agree with the ``rejected`` metric and the chunk counter.
+    """
+    import random
+
+    from fuzzing import mutated_event
+
+    tag = uuid.uuid4().hex[:6]
+    rng = random.Random(9)
+    good = {f"fzgood-{tag}-{i}": synth_song(seed=30 + i, bar_s=0.25)[0] for i in range(2)}
+    fuzz = [mutated_event(rng, f"fz-{tag}-{i}") for i in range(320)]
+    stream = [(tid.encode(), v) for tid, x in good.items() for v in chunk_events(tid, x, chunk_seconds=2.0)]
+    n_good = len(stream)
+    tagged = [("good", m) for m in stream]
+    for m in fuzz:
+        tagged.insert(rng.randrange(len(tagged) + 1), ("fuzz", m))
+    before = worker.metrics()
+    offsets = send(worker.settings, [m for _, m in tagged])
+    fuzz_at = {o for (what, _), o in zip(tagged, offsets) if what == "fuzz"}
+    got = highlights(worker, list(good), timeout_s=120)
+    for tid, x in good.items():
+        final = final_of(got, tid)
+        assert final["incomplete"] is False
+        assert_equals_detect(final, detector.detect_samples(tid, x))
+
+    def rejected(m):
+        return sum(v for k, v in m.items() if k != "__families__" and k[0] == "hookstream_rejected_inputs_total"
+                   and dict(k[1])["reason"] != "duplicate")
+
+    topic = worker.settings.topics.chunks
+
+    def ours(ds):
+        return [d for d in ds if d["topic"] == topic and (d["partition"], d["offset"]) in fuzz_at]
+
+    deadline = time.monotonic() + 30
+    while True:  # the metric settles once every fuzzed event is handled
+        m = worker.metrics()
+        dls = ours(dead_letters(worker, 0, until=lambda ds: len(ours(ds)) >= rejected(m) - rejected(before)))
+        if len(dls) == rejected(worker.metrics()) - rejected(before) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    m = worker.metrics()
+    assert worker.proc.poll() is None
+    assert len(dls) == rejected(m) - rejected(before) >= 250
+    accepted = m[("hookstream_chunks_total", frozenset())] - before[("hookstream_chunks_total", frozenset())] - n_good
+    not_gap = [d for d in dls if d["reason"] != "gap"]
+    assert len({(d["partition"], d["offset"]) for d in not_gap}) == len(not_gap)
+    dup = ("hookstream_rejected_inputs_total", frozenset({("reason", "duplicate")}))
+    duplicates = m.get(dup, 0) - before.get(dup, 0)  # odd track ids that two events share ("mp3")
+    assert accepted + duplicates + len(not_gap) == len(fuzz)
+    print(f"\n{len(fuzz)} fuzzed events: {len(not_gap)} dead-lettered, {accepted:.0f} accepted, "
+          f"{duplicates:.0f} duplicates, {len(dls) - len(not_gap)} gap notices")

@@ -108,8 +108,16 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         for d in outcome.dead_letters:
             await dead_letters.send(key=events.dead_letter_key(d), value=events.encode_dead_letter(d))
         mine = owned_partitions()
-        metrics.active_tracks.set(sum(1 for k, v in table.items() if v and not _ended(v)
-                                      and key_partition(k, settings.partitions) in mine))
+        ended = open_ = 0
+        for k, v in table.items():
+            if v and key_partition(k, settings.partitions) in mine:
+                if _ended(v):
+                    ended += 1
+                else:
+                    open_ += 1
+        metrics.active_tracks.set(open_)
+        metrics.table_records.labels("open").set(open_)
+        metrics.table_records.labels("ended").set(ended)
 
     @app.agent(chunks, concurrency=1)
     async def score(stream):
@@ -159,7 +167,11 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                     continue  # another worker's track (a standby copy, or not dropped yet)
                 try:
                     head = TrackRecord.peek(value)
-                    if head["ended"] or now - max(head["last_seen"], since) >= settings.stream.idle_timeout_s:
+                    if head["ended"]:
+                        due = now - head["last_seen"] >= settings.stream.finished_retention_s
+                    else:
+                        due = now - max(head["last_seen"], since) >= settings.stream.idle_timeout_s
+                    if due:
                         records[key.decode()] = TrackRecord.from_bytes(value)
                 except Exception:
                     log.exception("dropping unreadable record %r", key)

@@ -34,7 +34,7 @@ from stream_app.tracks import MAX_SKIPPED, TrackRecord, classify
 
 log = logging.getLogger(__name__)
 
-FINISHED_RETENTION_S = 3600.0  # end-of-track markers are kept this long, to catch late chunks
+FINISHED_RETENTION_S = StreamSettings.finished_retention_s  # the default: stream.finished_retention_s
 MAX_GAP_CHUNKS = MAX_SKIPPED  # a larger gap is rejected ("gap_too_large"), not declared lost
 
 
@@ -236,7 +236,8 @@ class Processor:
 
     # ------------------------------------------------------------------ idle
     def sweep(self, records: dict[str, TrackRecord], *, active_since: float = 0.0) -> Outcome:
-        """Finalize tracks idle for ``idle_timeout_s`` (incomplete); drop old end markers.
+        """Finalize tracks idle for ``idle_timeout_s`` (incomplete); drop end markers past
+        ``finished_retention_s``.
 
         Idle time counts from ``active_since`` at the earliest (wall clock): when
         this worker took over the tracks' partitions, so that time during which
@@ -247,7 +248,7 @@ class Processor:
         idle = [r for r in records.values() if not r.ended
                 and now - max(r.last_seen, active_since) >= self.stream.idle_timeout_s]
         for r in records.values():
-            if r.ended and now - r.last_seen >= FINISHED_RETENTION_S:
+            if r.ended and now - r.last_seen >= self.stream.finished_retention_s:
                 out.records[r.track_id] = None
         if idle:
             with_state = [r for r in idle if r.state is not None]

@@ -79,6 +79,7 @@ class StreamSettings:
     idle_timeout_s: float = 60.0
     allowed_sample_rates: tuple[int, ...] = (22050,)
     max_channels: int = 2
+    finished_retention_s: float = 3600.0  # end-of-track markers are kept this long (late chunks)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,8 @@ def _stream(v: dict) -> StreamSettings:
             _int(f"stream.allowed_sample_rates[{i}]", r, lo=1) for i, r in enumerate(rates)
         ),
         max_channels=_int("stream.max_channels", v.get("max_channels", d.max_channels), lo=1),
+        finished_retention_s=_float("stream.finished_retention_s",
+                                    v.get("finished_retention_s", d.finished_retention_s), lo=0.0),
     )
 
 
@@ -276,6 +279,8 @@ def _worker(v: dict) -> WorkerSettings:
         metrics_port=_int("worker.metrics_port", v.get("metrics_port", d.metrics_port), lo=0, hi=65535),
         batch_max_tracks=_int("worker.batch_max_tracks", v.get("batch_max_tracks", d.batch_max_tracks), lo=1),
         batch_wait_s=_float("worker.batch_wait_s", v.get("batch_wait_s", d.batch_wait_s), lo=0.0),
+        stall_after_s=_float("worker.stall_after_s", v.get("stall_after_s", d.stall_after_s),
+                             lo=0.0, strict=True),
     )
 
 

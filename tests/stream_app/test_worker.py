@@ -303,30 +303,36 @@ def test_300_fuzzed_events_among_good_tracks(worker, detector):
         assert final["incomplete"] is False
         assert_equals_detect(final, detector.detect_samples(tid, x))
 
-    def rejected(m):
+    def rejected(m, *, skip=("duplicate",)):
         return sum(v for k, v in m.items() if k != "__families__" and k[0] == "hookstream_rejected_inputs_total"
-                   and dict(k[1])["reason"] != "duplicate")
+                   and dict(k[1])["reason"] not in skip)
 
+    def delta(m, key):
+        return m.get(key, 0.0) - before.get(key, 0.0)
+
+    chunks = ("hookstream_chunks_total", frozenset())
+    dup = ("hookstream_rejected_inputs_total", frozenset({("reason", "duplicate")}))
+
+    def handled(m):  # each fuzzed event: accepted, a duplicate (odd ids two share: "mp3"), or rejected
+        return (delta(m, chunks) - n_good + delta(m, dup)
+                + rejected(m, skip=("duplicate", "gap")) - rejected(before, skip=("duplicate", "gap")))
+
+    deadline = time.monotonic() + 60
+    while handled(m := worker.metrics()) < len(fuzz):
+        assert time.monotonic() < deadline, (handled(m), worker.log_tail())
+        time.sleep(0.3)
+    assert handled(m) == len(fuzz) and worker.proc.poll() is None
     topic = worker.settings.topics.chunks
+    n_rejected = rejected(m) - rejected(before)
 
     def ours(ds):
         return [d for d in ds if d["topic"] == topic and (d["partition"], d["offset"]) in fuzz_at]
 
-    deadline = time.monotonic() + 30
-    while True:  # the metric settles once every fuzzed event is handled
-        m = worker.metrics()
-        dls = ours(dead_letters(worker, 0, until=lambda ds: len(ours(ds)) >= rejected(m) - rejected(before)))
-        if len(dls) == rejected(worker.metrics()) - rejected(before) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    m = worker.metrics()
-    assert worker.proc.poll() is None
-    assert len(dls) == rejected(m) - rejected(before) >= 250
-    accepted = m[("hookstream_chunks_total", frozenset())] - before[("hookstream_chunks_total", frozenset())] - n_good
+    dls = ours(dead_letters(worker, 0, until=lambda ds: len(ours(ds)) >= n_rejected))
+    assert len(dls) == n_rejected >= 250
     not_gap = [d for d in dls if d["reason"] != "gap"]
     assert len({(d["partition"], d["offset"]) for d in not_gap}) == len(not_gap)
-    dup = ("hookstream_rejected_inputs_total", frozenset({("reason", "duplicate")}))
-    duplicates = m.get(dup, 0) - before.get(dup, 0)  # odd track ids that two events share ("mp3")
+    accepted, duplicates = delta(m, chunks) - n_good, delta(m, dup)
     assert accepted + duplicates + len(not_gap) == len(fuzz)
     print(f"\n{len(fuzz)} fuzzed events: {len(not_gap)} dead-lettered, {accepted:.0f} accepted, "
           f"{duplicates:.0f} duplicates, {len(dls) - len(not_gap)} gap notices")

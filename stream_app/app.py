@@ -7,6 +7,11 @@ events, one scorer call per batch, in a worker thread) -> ``highlights`` and
 every open track and continues where it stopped; chunks redelivered after a
 crash are recognised by their sequence numbers and dropped.
 
+A worker acts only on tracks of partitions it owns now: after each rebalance
+the table drops every key of a partition no longer assigned, the ones this
+worker wrote itself included (``faust_patches.OwnedMemoryStore``), and the
+idle sweep skips keys of partitions it does not own.
+
 The table uses the producer's key partitioner for its changelog (not the
 current event's partition) because one batch holds events of many
 partitions; producers must therefore key chunk events by track id with
@@ -23,12 +28,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
-from faust.tables import TableManager
-from faust.tables.recovery import Recovery
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from models.detect import Detector
 from stream_app import events
+from stream_app.faust_patches import App, OwnedTable, TableManager, key_partition
+from stream_app.health import Health
 from stream_app.metrics import Metrics
 from stream_app.processor import Incoming, Outcome, Processor
 from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs
@@ -39,11 +43,12 @@ log = logging.getLogger(__name__)
 APP_ID = "hookstream"
 TABLE = "track-state"
 SWEEP_INTERVAL_S = 1.0
+HEARTBEAT_INTERVAL_S = 1.0  # the event loop's heartbeat for /healthz
 
 
 def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
-               app_id: str = APP_ID) -> faust.App:
-    app = _App(
+               app_id: str = APP_ID, health: Health | None = None) -> faust.App:
+    app = App(
         app_id,
         **faust_broker_kwargs(settings),
         **FAUST_BROKER_KW,
@@ -58,7 +63,8 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         # Chunk events are ~176 KB: Faust's default buffer of 4,096 events per
         # partition could hold ~700 MB during a backlog.
         stream_buffer_maxsize=256,
-        TableManager=_TableManager,
+        TableManager=TableManager,
+        Table=OwnedTable,
     )
     t = settings.topics
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -70,8 +76,13 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     table = app.Table(TABLE, default=None, partitions=settings.partitions,
                       key_type=bytes, value_type=bytes, use_partitioner=True)
     processor = Processor(detector, settings.stream, metrics)
+    health = health or Health(stall_after_s=settings.worker.stall_after_s)
+    health.readiness = lambda: _readiness(app, owned_partitions)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
     lock = asyncio.Lock()  # the agent and the idle timer both write the table
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.chunks}
 
     def load(track_id: str) -> TrackRecord | None:
         raw_record = table.get(track_id.encode())
@@ -96,7 +107,17 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
             metrics.provisional_latency.observe(latency)
         for d in outcome.dead_letters:
             await dead_letters.send(key=events.dead_letter_key(d), value=events.encode_dead_letter(d))
-        metrics.active_tracks.set(sum(1 for v in table.values() if v and not _ended(v)))
+        mine = owned_partitions()
+        ended = open_ = 0
+        for k, v in table.items():
+            if v and key_partition(k, settings.partitions) in mine:
+                if _ended(v):
+                    ended += 1
+                else:
+                    open_ += 1
+        metrics.active_tracks.set(open_)
+        metrics.table_records.labels("open").set(open_)
+        metrics.table_records.labels("ended").set(ended)
 
     @app.agent(chunks, concurrency=1)
     async def score(stream):
@@ -107,19 +128,27 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                              e.message.partition, e.message.offset,
                              getattr(e.message, "time_in", None) or time.monotonic())
                     for e in batch]
-            async with lock:
-                records = {}
-                for m in msgs:
-                    tid = _track_key(m.key)
-                    if tid is not None and tid not in records:
-                        records[tid] = load(tid)
-                outcome = await loop.run_in_executor(executor, processor.process, msgs, records)
-                await publish(outcome)
+            health.batch_started()
+            try:
+                async with lock:
+                    records = {}
+                    for m in msgs:
+                        tid = _track_key(m.key)
+                        if tid is not None and tid not in records:
+                            records[tid] = load(tid)
+                    outcome = await loop.run_in_executor(executor, processor.process, msgs, records)
+                    await publish(outcome)
+            finally:
+                health.batch_done()
 
     # Idle time counts from the end of the last rebalance at the earliest: a track's
     # chunks may wait in the topic while no worker owns its partition (a restart), and
     # its recovered record must not be closed before the agent has read them.
     owned = {"rebalance": -1, "since": 0.0}
+
+    @app.timer(interval=HEARTBEAT_INTERVAL_S)
+    async def heartbeat():
+        health.beat()
 
     @app.timer(interval=SWEEP_INTERVAL_S)
     async def sweep():
@@ -132,10 +161,17 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         async with lock:
             records = {}
             now = time.time()
+            mine = owned_partitions()
             for key, value in list(table.items()):
+                if key_partition(key, settings.partitions) not in mine:
+                    continue  # another worker's track (a standby copy, or not dropped yet)
                 try:
                     head = TrackRecord.peek(value)
-                    if head["ended"] or now - max(head["last_seen"], since) >= settings.stream.idle_timeout_s:
+                    if head["ended"]:
+                        due = now - head["last_seen"] >= settings.stream.finished_retention_s
+                    else:
+                        due = now - max(head["last_seen"], since) >= settings.stream.idle_timeout_s
+                    if due:
                         records[key.decode()] = TrackRecord.from_bytes(value)
                 except Exception:
                     log.exception("dropping unreadable record %r", key)
@@ -145,85 +181,22 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                     executor, functools.partial(processor.sweep, records, active_since=since))
                 await publish(outcome)
 
-    app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep}
+    app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep,
+                      "health": health}
     return app
 
 
-# --- Faust 0.15 fixes ------------------------------------------------------------------
-# A restarted worker with a backlog lost or reordered chunk events (chunk 16 of a track
-# processed before chunks 10-15, so the track was closed as incomplete; a chunk never
-# processed at all), about one restart in five on Tansu. Two Faust races, each fixed by
-# a small subclass plugged in through a supported setting or factory method.
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Fetches only the partitions active when the fetch starts.
-
-    Faust hands the consumer thread its live, mutable set of active partitions;
-    aiokafka re-reads it while it waits and takes an empty set for "every
-    partition". When the set empties during a fetch (the changelog partitions
-    are paused at the end of table recovery, the stream partitions still are),
-    aiokafka returns the records buffered for the paused stream partitions,
-    Faust drops them as inactive, and their position has moved past them.
-    """
-
-    async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):
-        if active_partitions is not None:
-            active_partitions = frozenset(active_partitions)
-            if not active_partitions:
-                return {}
-        return await super()._fetch_records(consumer, active_partitions, timeout=timeout,
-                                            max_records=max_records)
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _App(faust.App):
-    def _new_transport(self) -> _Transport:
-        return _Transport(self.conf.broker_consumer, self)
-
-
-class _Recovery(Recovery):
-    """Faust's table recovery, resuming the stream partitions only once the flow is back.
-
-    At the end of a rebalance Faust resumes fetching the stream partitions,
-    then seeks them to the committed offsets, then resumes flow control, which
-    clears the stream buffers. Records fetched after the seek and buffered
-    before that clear are lost (their read offset has moved on). Deferring the
-    resume to the end of the step closes that window; nothing else changes.
-    """
-
-    async def _resume_streams(self, generation_id: int = 0) -> None:
-        await self._resume_last(super()._resume_streams, generation_id)
-
-    async def on_recovery_completed(self, generation_id: int = 0) -> None:
-        await self._resume_last(super().on_recovery_completed, generation_id)
-
-    async def _resume_last(self, step, generation_id: int) -> None:
-        consumer = self.app.consumer
-        deferred: list = []
-        consumer.resume_partitions = deferred.append
-        try:
-            await step(generation_id)
-        finally:
-            del consumer.resume_partitions  # the class's method again
-            for tps in deferred:
-                consumer.resume_partitions(tps)
-
-
-class _TableManager(TableManager):
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = _Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
+def _readiness(app: faust.App, owned_partitions) -> tuple[bool, str]:
+    """Ready once the group was joined and table recovery finished (read from any thread)."""
+    if app.rebalancing_count == 0:
+        return False, "not yet in the consumer group"
+    if app.rebalancing or not app.tables.recovery.completed.is_set():
+        return False, "rebalancing: table recovery not finished"
+    try:
+        n = len(owned_partitions())
+    except RuntimeError:  # the assignment changed under this thread: a rebalance began
+        return False, "rebalancing"
+    return True, f"ok: {n} partition(s) assigned, table recovered"
 
 
 def _track_key(key: bytes | None) -> str | None:

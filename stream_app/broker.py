@@ -63,6 +63,9 @@ class EmbeddedBroker:
     startup_timeout_s : how long ``start`` waits for a successful metadata request
     log_path : file for the broker's stdout/stderr; None uses a temporary file,
         removed on ``stop``
+    advertised : ``host:port`` the broker tells clients to connect to, when that is
+        not its own listener (e.g. a TLS terminator in front of it); readiness is
+        then checked by a TCP connect only
 
     The child runs in its own process group; ``stop`` terminates the group,
     waits and kills if needed. When started from the main thread on Linux the
@@ -77,10 +80,12 @@ class EmbeddedBroker:
         *,
         startup_timeout_s: float = 15.0,
         log_path: str | os.PathLike | None = None,
+        advertised: str | None = None,
     ):
         if not 0 <= int(port) < 65536:
             raise ConfigError(f"broker port {port} is out of range 0-65535")
         self.host = host
+        self.advertised = advertised
         self._requested_port = int(port)
         self.port = int(port)
         self.startup_timeout_s = startup_timeout_s
@@ -155,7 +160,7 @@ class EmbeddedBroker:
         cmd = [
             binary, "broker",
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine", "memory://tansu/",
             "--cluster-id", "hookstream",
         ]
@@ -196,7 +201,7 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.02)
                 continue
-            if _metadata_ok(self.bootstrap) and self._proc.poll() is None:
+            if (self.advertised or _metadata_ok(self.bootstrap)) and self._proc.poll() is None:
                 self.startup_s = time.monotonic() - self._t0
                 return
             time.sleep(0.05)
@@ -324,6 +329,7 @@ def ensure_topics(
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"topic {name!r}: partitions must be an integer >= 1, got {n!r}")
     wait_reachable(bootstrap, timeout_s=min(timeout_s, 5.0))
+    check_tls(bootstrap, security or {})
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap.split(","),
@@ -360,6 +366,39 @@ def ensure_topics(
         if have > want:
             log.warning("topic %r has %d partitions, more than the %d configured", name, have, want)
     return found
+
+
+def check_tls(bootstrap: str, security: dict, *, timeout_s: float = 5.0) -> None:
+    """With TLS configured, one handshake with the first bootstrap server that answers.
+
+    A refused certificate raises ConfigError naming the server, the reason and
+    ``kafka.ssl_cafile``, at once (the Kafka clients retry until their timeout
+    and then report the broker as unreachable). Unreachable servers are left to
+    the caller. ``security`` is :func:`settings.kafka_python_security_kwargs`.
+    """
+    import ssl
+
+    if not str(security.get("security_protocol", "PLAINTEXT")).endswith("SSL"):
+        return
+    cafile = security.get("ssl_cafile")
+    ctx = ssl.create_default_context(cafile=cafile)
+    if security.get("ssl_certfile"):
+        ctx.load_cert_chain(security["ssl_certfile"], security.get("ssl_keyfile"))
+    trusted = f"kafka.ssl_cafile {cafile}" if cafile else "the system's CA certificates"
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host):
+                    return
+        except ssl.SSLCertVerificationError as exc:
+            raise ConfigError(f"TLS to {host}:{port}: the broker's certificate is refused "
+                              f"({exc.verify_message}); it must be signed by a CA in {trusted}") from None
+        except ssl.SSLError as exc:
+            raise ConfigError(f"TLS handshake with {host}:{port} failed ({exc.reason or exc}); "
+                              "is that a TLS listener (security_protocol SSL / SASL_SSL)?") from None
+        except OSError:
+            continue
 
 
 def wait_reachable(bootstrap: str, *, timeout_s: float = 5.0) -> None:

@@ -35,6 +35,8 @@ SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1_000_000  # real Kafka's default message.max.bytes is 1,048,588
 MAX_HEADER_BYTES = 65_536
 MAX_TRACK_ID_CHARS = 256
+# Largest chunk seq: the largest integer a JSON reader that uses doubles keeps exactly.
+MAX_SEQ = 2**53 - 1
 # Largest original value copied into a dead letter: base64 grows it by 4/3,
 # which keeps the dead letter itself under MAX_MESSAGE_BYTES.
 DLQ_MAX_VALUE_BYTES = 700_000
@@ -226,6 +228,8 @@ def decode_chunk(
         header = json.loads(value[_HEADER_LEN.size:_HEADER_LEN.size + n].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventError("undecodable", f"chunk event header is not UTF-8 JSON ({exc})") from None
+    except RecursionError:  # e.g. [[[[...]]]]: 64 KiB of nesting is past Python's stack limit
+        raise EventError("undecodable", "chunk event header is JSON nested too deeply") from None
     if not isinstance(header, dict):
         raise EventError("undecodable", f"chunk event header is a JSON {type(header).__name__}, not an object")
     where = _where(header, key)
@@ -273,6 +277,11 @@ def _where(header: dict, key: bytes | None) -> str:
     return f"track {tid[:80]!r} chunk {header.get('seq', '?')!r}"
 
 
+def _short(v: Any, n: int = 40) -> str:
+    text = repr(v) if not (isinstance(v, int) and v.bit_length() > 128) else f"an integer of {v.bit_length()} bits"
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -288,8 +297,8 @@ def _check_header(h: dict, *, where: str) -> None:
     tid = h["track_id"]
     if not isinstance(tid, str) or not tid or len(tid) > MAX_TRACK_ID_CHARS:
         raise bad(f"track_id must be a non-empty string of at most {MAX_TRACK_ID_CHARS} characters")
-    if not _is_int(h["seq"]) or h["seq"] < 0:
-        raise bad(f"seq must be an integer >= 0, got {h['seq']!r}")
+    if not _is_int(h["seq"]) or not 0 <= h["seq"] <= MAX_SEQ:
+        raise bad(f"seq must be an integer from 0 to 2**53-1, got {_short(h['seq'])}")
     if not _is_int(h["sample_rate"]) or h["sample_rate"] <= 0:
         raise bad(f"sample_rate must be a positive integer, got {h['sample_rate']!r}")
     if not _is_int(h["channels"]) or h["channels"] <= 0:
@@ -455,13 +464,15 @@ def make_dead_letter(
     partition: int,
     offset: int,
     failed_at: str | None = None,
+    value_bytes: int | None = None,
 ) -> dict:
     """Build a dead-letter record for a rejected event (a JSON-ready dict).
 
     The key is kept as text when it is valid UTF-8 (``key_encoding`` "utf-8"),
     else base64 (``key_encoding`` "base64"); a missing key is null. The value is
     copied base64-encoded (``value_b64``) when at most DLQ_MAX_VALUE_BYTES long;
-    ``value_bytes`` always gives its length.
+    ``value_bytes`` always gives its length (pass ``value_bytes`` when the
+    value itself is left out, as for a ``gap`` notice).
     """
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -479,7 +490,7 @@ def make_dead_letter(
             record["key"], record["key_encoding"] = bytes(key).decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             record["key"], record["key_encoding"] = base64.b64encode(bytes(key)).decode("ascii"), "base64"
-    size = 0 if value is None else len(value)
+    size = len(value) if value is not None else int(value_bytes or 0)
     record["value_bytes"] = size
     if value is not None and size <= DLQ_MAX_VALUE_BYTES:
         record["value_b64"] = base64.b64encode(bytes(value)).decode("ascii")

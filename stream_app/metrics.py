@@ -52,6 +52,10 @@ class Metrics:
                 counter.labels(value)
         self.active_tracks = Gauge("hookstream_active_tracks",
                                    "Tracks with scorer state on this worker", registry=registry)
+        self.table_records = Gauge("hookstream_table_records",
+                                   "Track records in this worker's table, by state (open, or an "
+                                   "end marker kept stream.finished_retention_s)", ["state"],
+                                   registry=registry)
         self.batch_tracks = Histogram("hookstream_scorer_batch_tracks",
                                       "Tracks scored together in one scorer call",
                                       buckets=BATCH_BUCKETS, registry=registry)

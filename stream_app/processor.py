@@ -7,9 +7,12 @@ and highlights come from the same :class:`models.detect.Detector` that
 ``hookstream detect`` uses, so a streamed track's final event equals offline
 detection on the same audio.
 
-Input problems never raise out of here: each is counted (``rejected`` by
-reason) and, except for duplicates (normal after an at-least-once
-redelivery), recorded as a dead letter with the reason.
+Nothing raises out of here: each event is handled on its own, and each
+input problem (or an unforeseen exception while handling one event) is
+counted (``rejected`` by reason) and, except for duplicates (normal after an
+at-least-once redelivery), recorded as a dead letter with the reason. Bounds:
+``seq`` <= ``events.MAX_SEQ`` (checked at decode) and a gap of at most
+``MAX_GAP_CHUNKS`` missing chunks (past it: ``gap_too_large``).
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from models.scorer import TrackScores
 from stream_app import events
 from stream_app.metrics import Metrics
 from stream_app.settings import StreamSettings
-from stream_app.tracks import TrackRecord, classify
+from stream_app.tracks import MAX_SKIPPED, TrackRecord, classify
 
 log = logging.getLogger(__name__)
 
-FINISHED_RETENTION_S = 3600.0  # end-of-track markers are kept this long, to catch late chunks
+FINISHED_RETENTION_S = StreamSettings.finished_retention_s  # the default: stream.finished_retention_s
+MAX_GAP_CHUNKS = MAX_SKIPPED  # a larger gap is rejected ("gap_too_large"), not declared lost
 
 
 @dataclass(frozen=True)
@@ -75,62 +79,22 @@ class Processor:
 
     # ------------------------------------------------------------------ batch
     def process(self, batch: list[Incoming], records: dict[str, TrackRecord | None]) -> Outcome:
+        """What to write and send for ``batch``; never raises.
+
+        Each event is taken on its own: an exception while taking one (a bug,
+        or input no check foresaw) makes that event a dead letter with reason
+        ``internal_error`` or ``bad_input``, and the rest of the batch goes on.
+        """
         now = self.clock()
         out = Outcome()
         work: dict[str, _Work] = {}
         for msg in batch:
             try:
-                chunk = events.decode_chunk(msg.key, msg.value,
-                                            allowed_rates=self.stream.allowed_sample_rates,
-                                            max_channels=self.stream.max_channels)
-            except events.EventError as exc:
-                self._reject(out, msg, exc.reason, str(exc))
-                continue
-            tid = chunk.track_id
-            item = work.get(tid)
-            record = item.record if item else records.get(tid)
-            verdict = classify(record, chunk.seq)
-            if item is not None and item.end and verdict in ("next", "gap"):
-                verdict = "after_end"  # the track ended (or hit too_long) earlier in this batch
-            if verdict == "duplicate":
-                self.metrics.rejected.labels("duplicate").inc()
-                continue
-            if verdict in ("late", "after_end"):
-                self._reject(out, msg, verdict, f"track {tid!r} chunk {chunk.seq}: " + (
-                    "arrived after its gap was skipped" if verdict == "late"
-                    else "arrived after the track's end"))
-                continue
-            if chunk.sample_rate != self.scorer.mel_cfg.sample_rate:
-                self._reject(out, msg, "unsupported_sample_rate",
-                             f"track {tid!r} chunk {chunk.seq}: {chunk.sample_rate} Hz, the model "
-                             f"needs {self.scorer.mel_cfg.sample_rate} Hz")
-                continue
-            record = record or TrackRecord(tid)
-            if verdict == "gap":
-                lost = tuple(range(record.next_seq, chunk.seq))
-                self._reject(out, msg, "gap", f"track {tid!r}: chunk {chunk.seq} arrived, "
-                             f"expected {record.next_seq}; {len(lost)} chunk(s) declared lost, "
-                             "this chunk is scored and the track marked incomplete",
-                             keep_value=False)
-                record = replace(record, skipped=record.skipped + lost, incomplete=True)
-            samples = chunk.samples_mono()
-            if item is None:
-                item = work[tid] = _Work(record, first_received=msg.received_at)
-            pending = sum(len(p) for p in item.pieces)
-            have = record.state.n_samples if record.state else 0
-            if have + pending + len(samples) > self.max_samples:
-                self._reject(out, msg, "too_long", f"track {tid!r} chunk {chunk.seq}: the track "
-                             f"would exceed {self.scorer.cfg.max_duration_s:.0f} s; it is "
-                             "finalized with the audio so far")
-                item.record = replace(record, next_seq=chunk.seq + 1, incomplete=True)
-                item.end = True
-                continue
-            item.pieces.append(samples)
-            item.messages.append(msg)
-            item.record = replace(record, next_seq=chunk.seq + 1, last_seen=now)
-            item.end = item.end or chunk.end
-            self.metrics.chunks.inc()
-            self.metrics.audio_seconds.inc(len(samples) / self.scorer.mel_cfg.sample_rate)
+                self._take(msg, records, work, out, now)
+            except Exception as exc:
+                log.exception("chunk event %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+                self._reject(out, msg, events.reason_of(exc),
+                             f"{type(exc).__name__}: {exc}"[:events.DLQ_MAX_DETAIL_CHARS])
         if work:
             try:
                 self._score(work, out, now)
@@ -145,6 +109,74 @@ class Processor:
                                          f"failed ({type(exc).__name__}: {exc}); track closed")
                         out.records[tid] = w.record.closed(now)
         return out
+
+    def _take(self, msg: Incoming, records: dict[str, TrackRecord | None],
+              work: dict[str, _Work], out: Outcome, now: float) -> None:
+        """Decode and classify one event; add it to ``work`` or reject it.
+
+        ``work`` changes only at the end, once the event is accepted, so an
+        exception part-way leaves the batch's state as it was.
+        """
+        try:
+            chunk = events.decode_chunk(msg.key, msg.value,
+                                        allowed_rates=self.stream.allowed_sample_rates,
+                                        max_channels=self.stream.max_channels)
+        except events.EventError as exc:
+            self._reject(out, msg, exc.reason, str(exc))
+            return
+        tid = chunk.track_id
+        item = work.get(tid)
+        record = item.record if item else records.get(tid)
+        verdict = classify(record, chunk.seq)
+        if item is not None and item.end and verdict in ("next", "gap"):
+            verdict = "after_end"  # the track ended (or hit too_long) earlier in this batch
+        if verdict == "duplicate":
+            self.metrics.rejected.labels("duplicate").inc()
+            return
+        if verdict in ("late", "after_end"):
+            self._reject(out, msg, verdict, f"track {tid!r} chunk {chunk.seq}: " + (
+                "arrived after its gap was skipped" if verdict == "late"
+                else "arrived after the track's end"))
+            return
+        if chunk.sample_rate != self.scorer.mel_cfg.sample_rate:
+            self._reject(out, msg, "unsupported_sample_rate",
+                         f"track {tid!r} chunk {chunk.seq}: {chunk.sample_rate} Hz, the model "
+                         f"needs {self.scorer.mel_cfg.sample_rate} Hz")
+            return
+        record = record or TrackRecord(tid)
+        if verdict == "gap":
+            missing = chunk.seq - record.next_seq
+            if missing > MAX_GAP_CHUNKS:
+                self._reject(out, msg, "gap_too_large",
+                             f"track {tid!r}: chunk {chunk.seq} arrived, expected "
+                             f"{record.next_seq}; a gap of {missing} chunks is more than "
+                             f"{MAX_GAP_CHUNKS}: the chunk is not scored, the track keeps waiting "
+                             f"for chunk {record.next_seq}")
+                return
+            self._reject(out, msg, "gap", f"track {tid!r}: chunk {chunk.seq} arrived, "
+                         f"expected {record.next_seq}; {missing} chunk(s) declared lost, "
+                         "this chunk is scored and the track marked incomplete",
+                         keep_value=False)
+            record = replace(record, skipped=record.skipped + tuple(range(record.next_seq, chunk.seq)),
+                             incomplete=True)
+        samples = chunk.samples_mono()
+        pending = sum(len(p) for p in item.pieces) if item else 0
+        have = record.state.n_samples if record.state else 0
+        if item is None:
+            item = work[tid] = _Work(record, first_received=msg.received_at)
+        if have + pending + len(samples) > self.max_samples:
+            self._reject(out, msg, "too_long", f"track {tid!r} chunk {chunk.seq}: the track "
+                         f"would exceed {self.scorer.cfg.max_duration_s:.0f} s; it is "
+                         "finalized with the audio so far")
+            item.record = replace(record, next_seq=chunk.seq + 1, incomplete=True)
+            item.end = True
+            return
+        item.pieces.append(samples)
+        item.messages.append(msg)
+        item.record = replace(record, next_seq=chunk.seq + 1, last_seen=now)
+        item.end = item.end or chunk.end
+        self.metrics.chunks.inc()
+        self.metrics.audio_seconds.inc(len(samples) / self.scorer.mel_cfg.sample_rate)
 
     def _score(self, work: dict[str, _Work], out: Outcome, now: float) -> None:
         items = []
@@ -200,11 +232,13 @@ class Processor:
         log.warning("rejected chunk event (%s): %s", reason, detail)
         out.dead_letters.append(events.make_dead_letter(
             reason=reason, detail=detail, key=msg.key, value=msg.value if keep_value else None,
+            value_bytes=len(msg.value) if msg.value is not None else 0,
             topic=msg.topic, partition=msg.partition, offset=msg.offset))
 
     # ------------------------------------------------------------------ idle
     def sweep(self, records: dict[str, TrackRecord], *, active_since: float = 0.0) -> Outcome:
-        """Finalize tracks idle for ``idle_timeout_s`` (incomplete); drop old end markers.
+        """Finalize tracks idle for ``idle_timeout_s`` (incomplete); drop end markers past
+        ``finished_retention_s``.
 
         Idle time counts from ``active_since`` at the earliest (wall clock): when
         this worker took over the tracks' partitions, so that time during which
@@ -215,7 +249,7 @@ class Processor:
         idle = [r for r in records.values() if not r.ended
                 and now - max(r.last_seen, active_since) >= self.stream.idle_timeout_s]
         for r in records.values():
-            if r.ended and now - r.last_seen >= FINISHED_RETENTION_S:
+            if r.ended and now - r.last_seen >= self.stream.finished_retention_s:
                 out.records[r.track_id] = None
         if idle:
             with_state = [r for r in idle if r.state is not None]

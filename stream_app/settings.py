@@ -87,6 +87,7 @@ class StreamSettings:
     allowed_sample_rates: tuple[int, ...] = (22050,)
     max_channels: int = 2
     top_k: int = 3  # highlights listed in a final event (non-overlapping, best first)
+    finished_retention_s: float = 3600.0  # end-of-track markers are kept this long (late chunks)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class WorkerSettings:
     metrics_port: int = 9108
     batch_max_tracks: int = 64
     batch_wait_s: float = 0.05
+    stall_after_s: float = 60.0  # one agent batch longer than this turns /healthz red
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,8 @@ def _stream(v: dict) -> StreamSettings:
         ),
         max_channels=_int("stream.max_channels", v.get("max_channels", d.max_channels), lo=1),
         top_k=_int("stream.top_k", v.get("top_k", d.top_k), lo=1),
+        finished_retention_s=_float("stream.finished_retention_s",
+                                    v.get("finished_retention_s", d.finished_retention_s), lo=0.0),
     )
 
 
@@ -298,6 +302,8 @@ def _worker(v: dict) -> WorkerSettings:
         metrics_port=_int("worker.metrics_port", v.get("metrics_port", d.metrics_port), lo=0, hi=65535),
         batch_max_tracks=_int("worker.batch_max_tracks", v.get("batch_max_tracks", d.batch_max_tracks), lo=1),
         batch_wait_s=_float("worker.batch_wait_s", v.get("batch_wait_s", d.batch_wait_s), lo=0.0),
+        stall_after_s=_float("worker.stall_after_s", v.get("stall_after_s", d.stall_after_s),
+                             lo=0.0, strict=True),
     )
 
 

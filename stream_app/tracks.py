@@ -17,6 +17,7 @@ from models.errors import InputError
 from models.scorer import TrackState
 
 RECORD_VERSION = 1
+MAX_SKIPPED = 256  # seqs declared lost that a record remembers (the latest), to tell "late" chunks
 _LEN = struct.Struct(">I")
 
 
@@ -34,7 +35,7 @@ class TrackRecord:
 
     def to_bytes(self) -> bytes:
         head = {"v": RECORD_VERSION, "track_id": self.track_id, "next_seq": self.next_seq,
-                "skipped": list(self.skipped[-64:]), "incomplete": self.incomplete,
+                "skipped": list(self.skipped[-MAX_SKIPPED:]), "incomplete": self.incomplete,
                 "ended": self.ended, "last_seen": self.last_seen, "last_emit": self.last_emit,
                 "last_span": self.last_span}
         raw = json.dumps(head, separators=(",", ":")).encode()

@@ -42,8 +42,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import logging
 
-    from faust.worker import Worker
-    from prometheus_client import CollectorRegistry, start_http_server
+    from stream_app.faust_patches import Worker  # Faust's, with a shutdown deadline
+    from prometheus_client import CollectorRegistry
 
     from models import checkpoint
     from models.config import load_detect_config
@@ -51,6 +51,7 @@ def run(args) -> int:
     from stream_app.app import create_app
     from stream_app.cli import version
     from stream_app.broker import ensure_topics
+    from stream_app.health import Health, serve
     from stream_app.metrics import Metrics
     from stream_app.settings import kafka_python_security_kwargs, load_settings
 
@@ -75,8 +76,9 @@ def run(args) -> int:
                                           security=kafka_python_security_kwargs(settings)),
                     bootstrap=settings.kafka.bootstrap, give_up_s=args.broker_wait, log=log)
     metrics_url = "off"
-    if settings.worker.metrics_port:
-        server, _ = start_http_server(settings.worker.metrics_port, addr=metrics_host, registry=registry)
+    health = Health(stall_after_s=settings.worker.stall_after_s)
+    if settings.worker.metrics_port:  # /metrics, /healthz, /readyz
+        server, _ = serve(settings.worker.metrics_port, registry, health, addr=metrics_host)
         host, bound = server.server_address[:2]
         metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/metrics"
     if settings.worker.metrics_port and args.lag_interval > 0:
@@ -85,7 +87,7 @@ def run(args) -> int:
         registry.register(ConsumerLag(settings, args.app_id, interval_s=args.lag_interval).start())
     log.info("worker: broker %s, model %s on %s, metrics %s", settings.kafka.bootstrap,
              detector.ckpt.name, detector.scorer.device, metrics_url)
-    app = create_app(settings, detector, metrics, app_id=args.app_id)
+    app = create_app(settings, detector, metrics, app_id=args.app_id, health=health)
     Worker(app, loglevel="INFO" if not args.verbose else "DEBUG", quiet=True,
            redirect_stdouts=False).execute_from_commandline()
     return 0

@@ -1,21 +1,32 @@
 """Fixtures shared by the streaming tests: malformed chunk events, one per rejection reason."""
 
-import json
-import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
+from streaming import raw_chunk
 
 SR = 22050
+LABELS = ("a", "b", "c", "d", "e")
 
 
-def raw_chunk(track_id: str, payload: bytes = b"", **header) -> bytes:
-    """A chunk event value built by hand, bypassing ``encode_chunk``'s checks."""
-    h = dict(schema=1, track_id=track_id, seq=0, sample_rate=SR, channels=1, encoding="f32le",
-             end=False)
-    h.update(header)
-    head = json.dumps(h).encode()
-    return struct.pack(">I", len(head)) + head + payload
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A tiny untrained checkpoint on disk (what the worker subprocesses load)."""
+    from models import checkpoint, nets
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return checkpoint.save(checkpoint.untrained(nets.tiny(), LABELS, seed=0), path)
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_ckpt):
+    """What ``hookstream detect --checkpoint TINY`` runs (configs/detect.yaml)."""
+    from models import checkpoint
+    from models.config import CONFIG_DIR, DetectConfig, load_yaml
+    from models.detect import Detector
+
+    return Detector(load_yaml(DetectConfig, CONFIG_DIR / "detect.yaml"), checkpoint.load(tiny_ckpt))
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,6 @@ def test_bootstrap_spellings(command, flag):
     ["subscribe", "--timeout", "-1"],
     ["ingest", "x.wav", "--chunk-seconds", "0"],
     ["worker", "--metrics-port", "70000"],
-    ["ingest"],
     ["no-such-command"],
 ])
 def test_usage_errors_exit_2(argv, capsys):
@@ -64,6 +63,8 @@ def test_usage_errors_exit_2(argv, capsys):
 
 
 def test_usage_errors_found_by_the_command_exit_2(audio, capsys):
+    assert main(["ingest"]) == EXIT_USAGE  # neither PATH nor --from-list
+    assert main(["ingest", str(audio / "ok.wav"), "--from-list", "list.txt"]) == EXIT_USAGE
     assert main(["ingest", str(audio / "ok.wav"), str(audio / "ok.wav"), "--track-id", "x"]) == EXIT_USAGE
     assert main(["ingest", str(audio / "ok.wav"), "--chunk-seconds", "30"]) == EXIT_USAGE
     assert "at most 11" in capsys.readouterr().err

@@ -107,6 +107,8 @@ REJECTIONS = [
     ("bad_header", b"t", raw({k: v for k, v in header().items() if k != "seq"}, F32), {}),
     ("bad_header", b"t", raw(header(seq=-1), F32), {}),
     ("bad_header", b"t", raw(header(seq=True), F32), {}),
+    ("bad_header", b"t", raw(header(seq=2**53), F32), {}),
+    ("bad_header", b"t", raw(header(seq=2**63), F32), {}),
     ("bad_header", b"", raw(header(track_id=""), F32), {}),
     ("bad_header", b"t", raw(header(channels=0), F32), {}),
     ("bad_header", b"t", raw(header(sample_rate="22050"), F32), {}),
@@ -257,6 +259,27 @@ def test_settings_defaults_equal_the_yaml(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_settings(empty) == Settings()
+
+
+def test_every_settings_field_is_read_from_the_yaml(tmp_path):
+    """A YAML value other than the default reaches the settings, for every field of every section."""
+    import dataclasses
+
+    import yaml
+
+    from stream_app.settings import StreamSettings, WorkerSettings, load_settings
+
+    changed = {"stream": dict(provisional_min_interval_s=0.5, idle_timeout_s=7.0, allowed_sample_rates=[16000],
+                              max_channels=1, finished_retention_s=20.0),
+               "worker": dict(metrics_port=9999, batch_max_tracks=3, batch_wait_s=0.2, stall_after_s=9.0)}
+    for section, cls in (("stream", StreamSettings), ("worker", WorkerSettings)):
+        assert set(changed[section]) == {f.name for f in dataclasses.fields(cls)}, section
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    s = load_settings(path)
+    for section, values in changed.items():
+        got = dataclasses.asdict(getattr(s, section))
+        assert {k: list(v) if isinstance(v, tuple) else v for k, v in got.items()} == values
 
 
 def test_settings_overrides_and_environment():

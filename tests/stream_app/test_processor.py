@@ -14,12 +14,14 @@ from models import checkpoint, nets
 from models.config import DetectConfig, ScorerConfig, WindowConfig
 from models.detect import Detector
 from models.errors import InputError
-from stream_app.events import REASONS, dead_letter_value, encode_chunk, make_highlight_event
+from stream_app.events import (MAX_SEQ, REASONS, dead_letter_value, encode_chunk,
+                               make_highlight_event)
 from stream_app.metrics import Metrics
-from stream_app.processor import (FINISHED_RETENTION_S, Incoming, Outcome, Processor,
-                                  group_by_track)
+from stream_app.processor import (FINISHED_RETENTION_S, MAX_GAP_CHUNKS, Incoming, Outcome,
+                                  Processor, group_by_track)
 from stream_app.settings import StreamSettings
 from stream_app.tracks import TrackRecord, classify
+from streaming import raw_chunk
 
 SR = 22050
 LABELS = ("a", "b", "c", "d", "e")
@@ -174,6 +176,7 @@ def test_sequence_scenarios(detector, batches, reasons, duplicates, incomplete, 
         assert (d["topic"], d["partition"], d["key"]) == (m.topic, m.partition, "t")
         # A gap's chunk was scored: the dead letter is a notice, without the value.
         assert dead_letter_value(d) == (None if d["reason"] == "gap" else m.value)
+        assert d["value_bytes"] == len(m.value)
     # The finished track's record is an end marker without scorer state.
     record = h.record("t")
     assert record.ended and record.state is None and record.next_seq == max(scored) + 1
@@ -254,6 +257,95 @@ def test_bad_chunk_in_a_batch_leaves_the_others_alone(detector, bad_chunks):
     assert [d["reason"] for d in h.dead] == DECODE_REASONS
     [final] = h.events("good", "final")
     assert_final_equals_detect(final, detector, x)
+
+
+# --- one bad event never takes the batch with it (issue 9, bug 1) ----------------------------
+#
+#   |g0 g1 h0 T(2**63) g2e h1e|  T: seq 2**63 -> "bad_header"; g and h finish, finals = detect
+#   |g0 T(1) T(10**9) g1e|      T at 1 expected 0... 10**9: a gap past MAX_GAP_CHUNKS
+
+@pytest.mark.parametrize("seq,reason", [(2**63, "bad_header"), (MAX_SEQ + 1, "bad_header"),
+                                        (10**100, "bad_header")])
+def test_huge_seq_is_rejected_and_the_batch_goes_on(detector, seq, reason):
+    h = Harness(detector, provisional_min_interval_s=0.0)
+    xs = {"g": signal(3.0, seed=1), "h": signal(2.0, seed=2)}
+    good = {tid: [h.chunk(tid, k, piece(x, k), end=k == len(x) // SR - 1)
+                  for k in range(len(x) // SR)] for tid, x in xs.items()}
+    bad_value = raw_chunk("t", np.zeros(SR // 10, "<f4").tobytes(), seq=seq)
+    bad = h.msg(b"t", bad_value)
+    h.process(good["g"][0], good["g"][1], good["h"][0], bad, good["g"][2], good["h"][1])
+    [d] = h.dead
+    assert d["reason"] == reason and d["offset"] == bad.offset and "2**53-1" in d["detail"]
+    assert d["value_bytes"] == len(bad_value) and dead_letter_value(d) == bad_value
+    for tid, x in xs.items():
+        [final] = h.events(tid, "final")
+        assert final["incomplete"] is False
+        assert_final_equals_detect(final, detector, x)
+    assert "t" not in h.table
+
+
+def test_largest_seq_is_accepted_as_a_bounded_gap_only(detector):
+    """MAX_SEQ itself passes the header check; as the first chunk it is a gap far too large."""
+    h = Harness(detector)
+    h.process(h.chunk("t", MAX_SEQ, signal(1.0)))
+    assert [d["reason"] for d in h.dead] == ["gap_too_large"]
+    assert "t" not in h.table  # nothing accepted, no record
+
+
+@pytest.mark.parametrize("missing,reasons,scored", [
+    (MAX_GAP_CHUNKS, ["gap"], [0, MAX_GAP_CHUNKS + 1]),
+    (MAX_GAP_CHUNKS + 1, ["gap_too_large"], [0]),
+    (10**9, ["gap_too_large"], [0]),
+])
+def test_gap_is_bounded(detector, missing, reasons, scored):
+    """|0 (1+missing)e 1e|: a gap up to MAX_GAP_CHUNKS is declared lost; past it, rejected."""
+    h = Harness(detector)
+    x = signal(2.0, seed=3)
+    far = h.chunk("t", 1 + missing, piece(x, 1), end=True)
+    h.process(h.chunk("t", 0, piece(x, 0)), far)
+    assert [d["reason"] for d in h.dead] == reasons
+    [d] = h.dead
+    assert d["offset"] == far.offset and d["value_bytes"] == len(far.value)
+    assert dead_letter_value(d) == (None if reasons == ["gap"] else far.value)
+    if reasons == ["gap"]:
+        [final] = h.events("t", "final")
+        assert final["incomplete"] is True and final["seq"] == 1 + missing
+        assert len(h.record("t").skipped) == missing
+    else:  # the track still waits for chunk 1, which finishes it complete
+        assert h.events("t", "final") == [] and h.record("t").next_seq == 1
+        h.process(h.chunk("t", 1, piece(x, 1), end=True))
+        [final] = h.events("t", "final")
+        assert final["incomplete"] is False
+        assert_final_equals_detect(final, detector, x)
+    assert h.metric("hookstream_rejected_inputs_total", reason=reasons[0]) == 1
+
+
+def test_an_exception_inside_one_event_is_dead_lettered_alone(detector, monkeypatch):
+    """A bug in taking one event (here: classify raising for one track) rejects that event only."""
+    import stream_app.processor as processor_module
+
+    real = processor_module.classify
+
+    def classify(record, seq):
+        if record is not None and record.track_id == "poison" and seq == 1:
+            raise OverflowError("boom")
+        return real(record, seq)
+
+    monkeypatch.setattr(processor_module, "classify", classify)
+    h = Harness(detector, provisional_min_interval_s=0.0)
+    x = signal(3.0, seed=4)
+    msgs = [h.chunk("poison", 0, piece(x, 0))]
+    h.process(*msgs)
+    good = [h.chunk("good", k, piece(x, k), end=k == 2) for k in range(3)]
+    poison = h.chunk("poison", 1, piece(x, 1))
+    h.process(good[0], poison, good[1], good[2])
+    [d] = h.dead
+    assert d["reason"] == "internal_error" and d["offset"] == poison.offset
+    assert "OverflowError: boom" in d["detail"] and dead_letter_value(d) == poison.value
+    assert h.metric("hookstream_rejected_inputs_total", reason="internal_error") == 1
+    [final] = h.events("good", "final")
+    assert_final_equals_detect(final, detector, x)
+    assert h.record("poison").next_seq == 1  # unchanged: chunk 1 can still come again
 
 
 def test_rate_the_model_cannot_use_is_rejected(detector):

@@ -7,205 +7,35 @@ a new one of the same app id.
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from itertools import zip_longest
-from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
-import soundfile as sf
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from models import checkpoint, nets
-from models.config import CONFIG_DIR, DetectConfig, load_yaml
-from models.detect import Detector
 from models.examples import synth_song
-from stream_app.broker import free_port
-from stream_app.demo import start_worker, stop_worker, wait_metrics
-from stream_app.events import dead_letter_value, decode_dead_letter, encode_chunk
+from stream_app.events import dead_letter_value, encode_chunk
 from stream_app.ingest import chunk_events, ingest_files
-from stream_app.settings import load_settings
-from stream_app.subscribe import iter_highlights
+from streaming import (REPO, SR, Worker, assert_equals_detect, dead_letters, final_of,
+                       highlights, raw_chunk, send, song, spread_over_partitions, worker_config)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-SR = 22050
-REPO = Path(__file__).resolve().parents[2]
-LABELS = ("a", "b", "c", "d", "e")
-
-
-class Worker:
-    """The module's worker process (``kill`` then ``start`` replaces it, same app id)."""
-
-    def __init__(self, settings, config: Path, ckpt: Path, app_id: str, work: Path):
-        self.settings, self.config, self.ckpt, self.app_id, self.work = settings, config, ckpt, app_id, work
-        self.proc = None
-        self.starts = 0
-
-    def start(self, config: Path | None = None) -> None:
-        self.config = config or self.config
-        self.starts += 1
-        self.port = free_port()
-        self.log = self.work / f"worker-{self.starts}.log"
-        self.proc = start_worker(self.settings, metrics_port=self.port, log_path=self.log, extra=[
-            "--config", str(self.config), "--checkpoint", str(self.ckpt), "--app-id", self.app_id])
-        wait_metrics(self.port, self.proc, self.log)
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_worker(self.proc)
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-    def metrics(self) -> dict:
-        """``{(sample name, frozenset(labels)): value}`` from /metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[(s.name, frozenset(s.labels.items()))] = s.value
-        out["__families__"] = {f.name for f in text_string_to_metric_families(text)}
-        return out
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    return checkpoint.save(checkpoint.untrained(nets.tiny(), LABELS, seed=0), path)
-
-
-@pytest.fixture(scope="module")
-def detector(tiny_ckpt) -> Detector:
-    """What ``hookstream detect --checkpoint TINY`` runs (configs/detect.yaml)."""
-    return Detector(load_yaml(DetectConfig, CONFIG_DIR / "detect.yaml"), checkpoint.load(tiny_ckpt))
 
 
 @pytest.fixture(scope="module")
 def worker(broker, tiny_ckpt, tmp_path_factory):
     work = tmp_path_factory.mktemp("worker")
-    tag = uuid.uuid4().hex[:8]
-    cfg = yaml.safe_load((CONFIG_DIR / "stream.yaml").read_text())
-    cfg["topics"] = {"chunks": f"chunks-{tag}", "highlights": f"highlights-{tag}",
-                     "dead_letter": f"chunks-{tag}.dlq"}
-    cfg["kafka"]["bootstrap"] = broker.bootstrap
-    cfg["stream"].update(idle_timeout_s=3, provisional_min_interval_s=0)
-    config = work / "stream.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    w = Worker(load_settings(config), config, tiny_ckpt, f"hookstream-test-{tag}", work)
+    settings, config, app_id = worker_config(broker, work)
+    w = Worker(settings, config, tiny_ckpt, app_id, work)
     w.start()
     yield w
     w.stop()
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-def song(tmp_path: Path, name: str, seed: int, *, bar_s: float = 0.75, fmt: str = "wav") -> Path:
-    """A synthetic song of 52 bars (39 s at the default bar_s) written as wav (float) or flac."""
-    x, _ = synth_song(seed=seed, bar_s=bar_s)
-    path = tmp_path / f"{name}.{fmt}"
-    sf.write(str(path), x, SR, **({"subtype": "FLOAT"} if fmt == "wav" else {}))
-    return path
-
-
-def producer(settings):
-    from kafka import KafkaProducer
-
-    return KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5,
-                         max_request_size=2_000_000, enable_idempotence=False)
-
-
-def send(settings, messages) -> None:
-    """Produce ``(key, value)`` pairs in order to the chunk topic (default partitioner)."""
-    p = producer(settings)
-    try:
-        futures = [p.send(settings.topics.chunks, key=k, value=v) for k, v in messages]
-        p.flush()
-        for f in futures:
-            f.get(timeout=30)
-    finally:
-        p.close()
-
-
-def highlights(worker, track_ids, *, timeout_s=60.0, until=None) -> list[dict]:
-    """Highlight events of ``track_ids`` until ``until(events)``, by default: each has a final."""
-    want = set(track_ids)
-    until = until or (lambda got: want <= {e["track_id"] for e in got if e["kind"] == "final"})
-    got, deadline = [], time.monotonic() + timeout_s
-    for e in iter_highlights(worker.settings, from_beginning=True, track_ids=track_ids,
-                             timeout_s=timeout_s):
-        got.append(e)
-        if until(got) or time.monotonic() > deadline:
-            break
-    assert until(got), (f"{sorted(want)}: not done in {timeout_s:.0f} s; got "
-                        f"{[(e['track_id'], e['kind'], e['seq']) for e in got]}\n{worker.log_tail()}")
-    return got
-
-
-def final_of(events, tid) -> dict:
-    finals = [e for e in events if e["track_id"] == tid and e["kind"] == "final"]
-    assert len(finals) == 1, finals
-    return finals[0]
-
-
-def dead_letters(worker, expect: int, *, until=None, timeout_s: float = 60.0) -> list[dict]:
-    """Dead letters on the module's topic, in partition/offset order, once ``until`` holds."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    topic = worker.settings.topics.dead_letter
-    c = KafkaConsumer(bootstrap_servers=worker.settings.kafka.bootstrap, group_id=None,
-                      enable_auto_commit=False, auto_offset_reset="earliest")
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        out, deadline = [], time.monotonic() + timeout_s
-        while not (until or (lambda ds: len(ds) >= expect))(out):
-            assert time.monotonic() < deadline, (f"dead letters: {len(out)} after {timeout_s:.0f} s",
-                                                 worker.log_tail())
-            for records in c.poll(200).values():
-                out += [decode_dead_letter(r.value) for r in records]
-        return sorted(out, key=lambda d: (d["partition"], d["offset"]))
-    finally:
-        c.close()
-
-
-def assert_equals_detect(final: dict, want) -> None:
-    assert (final["start_s"], final["end_s"]) == (want.highlight.start_s, want.highlight.end_s)
-    assert final["score"] == pytest.approx(want.highlight.score, abs=1e-4)
-    assert final["audio_s"] == pytest.approx(want.scores.duration_s, abs=1e-3)
-
-
-def partition_of(track_id: str, partitions: int) -> int:
-    """The partition of a key under Kafka's default (murmur2) partitioner."""
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(track_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-def spread_over_partitions(prefix: str, partitions: int) -> list[str]:
-    """One track id per partition under Kafka's default (murmur2) key partitioner."""
-    chosen = {}
-    i = 0
-    while len(chosen) < partitions:
-        tid = f"{prefix}-{i}"
-        chosen.setdefault(partition_of(tid, partitions), tid)
-        i += 1
-    return [chosen[p] for p in range(partitions)]
 
 
 # --- tests ------------------------------------------------------------------------------------
@@ -328,6 +158,14 @@ def test_metrics_match_what_was_sent(worker):
     assert build == [{"version": "0.1.0", "model": "untrained-huang-seed0"}]
 
 
+def test_healthz_and_readyz_answer_on_the_metrics_port(worker):
+    worker.wait_ready()
+    status, text = worker.get("/healthz")
+    assert status == 200 and text.startswith("ok"), text
+    status, text = worker.get("/readyz")
+    assert status == 200 and "4 partition(s) assigned" in text, text
+
+
 def test_restart_recovers_track_state_from_the_changelog(worker, detector):
     """Half a track, SIGKILL, the other half, a new worker (same app id): final equals detect.
 
@@ -408,3 +246,96 @@ def test_demo_prints_finals_and_leaves_no_process(tiny_ckpt):
         except psutil.NoSuchProcess:
             pass
     assert left == []
+
+
+def test_one_bad_event_does_not_take_its_batch_with_it(worker, detector):
+    """Issue 9 bug 1: |g0 h0 T(seq 2**63) g1 T(0) T(10**8) h1 ...|, all in one produce.
+
+    The seq-2**63 chunk once raised OverflowError out of the batch, and Faust
+    acknowledged the batch anyway: the good tracks lost chunks and ended
+    incomplete. Now it is one dead letter (bad_header), a gap of 10**8 another
+    (gap_too_large), and the good tracks' finals equal detect.
+    """
+    tag = uuid.uuid4().hex[:6]
+    good = {f"g-{tag}": synth_song(seed=12, bar_s=0.25)[0], f"h-{tag}": synth_song(seed=13, bar_s=0.25)[0]}
+    bad_tid = f"huge-{tag}"
+    huge = raw_chunk(bad_tid, np.zeros(SR // 10, "<f4").tobytes(), seq=2**63)
+    far = [encode_chunk(bad_tid, 0, np.zeros(SR, np.float32), sample_rate=SR),
+           encode_chunk(bad_tid, 10**8, np.zeros(SR, np.float32), sample_rate=SR)]
+    streams = [[(tid.encode(), v) for v in chunk_events(tid, x, chunk_seconds=2.0)]
+               for tid, x in good.items()]
+    rounds = [[m for m in r if m] for r in zip_longest(*streams)]
+    msgs = rounds[0] + [(bad_tid.encode(), huge)] + rounds[1] + [(bad_tid.encode(), v) for v in far]
+    send(worker.settings, msgs + [m for r in rounds[2:] for m in r])
+    got = highlights(worker, list(good))
+    for tid, x in good.items():
+        final = final_of(got, tid)
+        assert final["incomplete"] is False
+        assert_equals_detect(final, detector.detect_samples(tid, x))
+    dls = dead_letters(worker, 2, until=lambda ds: sum(d["key"] == bad_tid for d in ds) >= 2)
+    mine = [d for d in dls if d["key"] == bad_tid]
+    assert [d["reason"] for d in mine] == ["bad_header", "gap_too_large"]
+    assert [d["value_bytes"] for d in mine] == [len(huge), len(far[1])]
+
+
+def test_300_fuzzed_events_among_good_tracks(worker, detector):
+    """>= 300 malformed events (tests/stream_app/fuzzing.py, seeded) interleaved with good tracks.
+
+    The worker stays up, the good tracks' finals equal detect, and the dead letters
+    of the fuzzed events agree with the ``rejected`` metric and the chunk counter.
+    """
+    import random
+
+    from fuzzing import mutated_event
+
+    tag = uuid.uuid4().hex[:6]
+    rng = random.Random(9)
+    good = {f"fzgood-{tag}-{i}": synth_song(seed=30 + i, bar_s=0.25)[0] for i in range(2)}
+    fuzz = [mutated_event(rng, f"fz-{tag}-{i}") for i in range(320)]
+    stream = [(tid.encode(), v) for tid, x in good.items() for v in chunk_events(tid, x, chunk_seconds=2.0)]
+    n_good = len(stream)
+    tagged = [("good", m) for m in stream]
+    for m in fuzz:
+        tagged.insert(rng.randrange(len(tagged) + 1), ("fuzz", m))
+    before = worker.metrics()
+    offsets = send(worker.settings, [m for _, m in tagged])
+    fuzz_at = {o for (what, _), o in zip(tagged, offsets) if what == "fuzz"}
+    got = highlights(worker, list(good), timeout_s=120)
+    for tid, x in good.items():
+        final = final_of(got, tid)
+        assert final["incomplete"] is False
+        assert_equals_detect(final, detector.detect_samples(tid, x))
+
+    def rejected(m, *, skip=("duplicate",)):
+        return sum(v for k, v in m.items() if k != "__families__" and k[0] == "hookstream_rejected_inputs_total"
+                   and dict(k[1])["reason"] not in skip)
+
+    def delta(m, key):
+        return m.get(key, 0.0) - before.get(key, 0.0)
+
+    chunks = ("hookstream_chunks_total", frozenset())
+    dup = ("hookstream_rejected_inputs_total", frozenset({("reason", "duplicate")}))
+
+    def handled(m):  # each fuzzed event: accepted, a duplicate (odd ids two share: "mp3"), or rejected
+        return (delta(m, chunks) - n_good + delta(m, dup)
+                + rejected(m, skip=("duplicate", "gap")) - rejected(before, skip=("duplicate", "gap")))
+
+    deadline = time.monotonic() + 60
+    while handled(m := worker.metrics()) < len(fuzz):
+        assert time.monotonic() < deadline, (handled(m), worker.log_tail())
+        time.sleep(0.3)
+    assert handled(m) == len(fuzz) and worker.proc.poll() is None
+    topic = worker.settings.topics.chunks
+    n_rejected = rejected(m) - rejected(before)
+
+    def ours(ds):
+        return [d for d in ds if d["topic"] == topic and (d["partition"], d["offset"]) in fuzz_at]
+
+    dls = ours(dead_letters(worker, 0, until=lambda ds: len(ours(ds)) >= n_rejected))
+    assert len(dls) == n_rejected >= 250
+    not_gap = [d for d in dls if d["reason"] != "gap"]
+    assert len({(d["partition"], d["offset"]) for d in not_gap}) == len(not_gap)
+    accepted, duplicates = delta(m, chunks) - n_good, delta(m, dup)
+    assert accepted + duplicates + len(not_gap) == len(fuzz)
+    print(f"\n{len(fuzz)} fuzzed events: {len(not_gap)} dead-lettered, {accepted:.0f} accepted, "
+          f"{duplicates:.0f} duplicates, {len(dls) - len(not_gap)} gap notices")

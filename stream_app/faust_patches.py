@@ -1,0 +1,228 @@
+"""Everything hookstream changes in Faust's and aiokafka's behaviour, in one place.
+
+Each class here subclasses a Faust class and is plugged in through a
+supported setting or factory method; some override private methods. The
+versions these were written against are pinned in ``pyproject.toml``, and
+``tests/stream_app/test_faust_patches.py`` fails, naming the method, if a
+patched method disappears or changes its signature.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import threading
+import time
+
+import faust
+import faust.worker
+from aiokafka.partitioner import murmur2
+from faust import tables
+from faust.stores import memory
+from faust.tables import Table, recovery
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+# The distributions these patches were written against (pinned in pyproject.toml).
+PINNED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
+
+# Every Faust/aiokafka member the patches override, call or replace, with its parameters
+# in those versions ("property" for a property, "attribute" for a class attribute).
+PATCHED = {
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._fetch_records":
+        "(self, consumer, active_partitions, timeout=None, max_records=None)",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.__init__": "(self, consumer, **kwargs)",
+    "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": "(self)",
+    "faust.transport.drivers.aiokafka:Consumer.resume_partitions": "(self, tps)",
+    "faust.transport.drivers.aiokafka:Transport.Consumer": "attribute",
+    "faust:App._new_transport": "(self)",
+    "faust.tables.recovery:Recovery.__init__": "(self, app, tables, **kwargs)",
+    "faust.tables.recovery:Recovery._resume_streams": "(self, generation_id=0)",
+    "faust.tables.recovery:Recovery.on_recovery_completed": "(self, generation_id=0)",
+    "faust.tables:TableManager.recovery": "property",
+    "faust.tables:Table._new_store_by_url": "(self, url)",
+    "faust.stores.memory:Store.__init__":
+        "(self, url, app, table, *, table_name='', key_type=None, value_type=None, "
+        "key_serializer=None, value_serializer=None, options=None, **kwargs)",
+    "faust.stores.memory:Store.on_recovery_completed": "(self, active_tps, standby_tps)",
+    "faust.worker:Worker._on_sigterm": "(self)",
+    "faust.worker:Worker._on_sigint": "(self)",
+}
+# Private attributes the patches read: (module:class, attribute, where it is set).
+PRIVATE_ATTRIBUTES = [
+    ("faust.stores.memory:Store", "_key_partition", "__post_init__"),
+    ("faust.tables:TableManager", "_recovery", "__init__"),
+]
+
+
+@functools.lru_cache(maxsize=65536)
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` under Kafka's default (murmur2) partitioner, as producers use."""
+    return (murmur2(bytes(key)) & 0x7FFFFFFF) % partitions
+
+
+# --- Ownership: a worker keeps only tracks of partitions it owns --------------------------------
+# Faust's memory store drops, when a rebalance has moved partitions away, only the keys it
+# loaded from the changelog; keys this worker wrote itself stayed, and its idle sweep closed
+# those tracks a second time (an incomplete final after the real one, issue 9 bug 2).
+
+
+class OwnedMemoryStore(memory.Store):
+    """The memory store, dropping after each recovery every key of a partition not assigned now.
+
+    A key's partition is the one its changelog record went to: recorded for
+    keys loaded from the changelog, and the key partitioner's for keys
+    written here (the table uses ``use_partitioner=True``).
+    """
+
+    async def on_recovery_completed(self, active_tps, standby_tps) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        kept = {tp.partition for tp in active_tps} | {tp.partition for tp in standby_tps}
+        n = self.table.partitions or self.app.conf.topic_partitions
+        gone = [k for k in self.data
+                if self._key_partition.get(k, key_partition(k, n)) not in kept]
+        for k in gone:
+            self.data.pop(k, None)
+            self._key_partition.pop(k, None)
+        if gone:
+            log.info("table %s: dropped %d key(s) of partitions no longer assigned",
+                     self.table.name, len(gone))
+
+
+class OwnedTable(Table):
+    """A table on :class:`OwnedMemoryStore` (for the ``memory://`` store)."""
+
+    def _new_store_by_url(self, url):
+        if URL(url).scheme != "memory":
+            return super()._new_store_by_url(url)
+        return OwnedMemoryStore(
+            url, self.app, self, table_name=self.name, key_type=self.key_type,
+            key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+            value_type=self.value_type, loop=self.loop, options=self.options)
+
+
+# --- Faust 0.15 fixes ------------------------------------------------------------------
+# A restarted worker with a backlog lost or reordered chunk events (chunk 16 of a track
+# processed before chunks 10-15, so the track was closed as incomplete; a chunk never
+# processed at all), about one restart in five on Tansu. Two Faust races, each fixed by
+# a small subclass plugged in through a supported setting or factory method.
+
+
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Fetches only the partitions active when the fetch starts.
+
+    Faust hands the consumer thread its live, mutable set of active partitions;
+    aiokafka re-reads it while it waits and takes an empty set for "every
+    partition". When the set empties during a fetch (the changelog partitions
+    are paused at the end of table recovery, the stream partitions still are),
+    aiokafka returns the records buffered for the paused stream partitions,
+    Faust drops them as inactive, and their position has moved past them.
+    """
+
+    async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):
+        if active_partitions is not None:
+            active_partitions = frozenset(active_partitions)
+            if not active_partitions:
+                return {}
+        return await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                            max_records=max_records)
+
+
+class Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = Consumer
+
+
+class App(faust.App):
+    def _new_transport(self) -> Transport:
+        return Transport(self.conf.broker_consumer, self)
+
+
+class Recovery(recovery.Recovery):
+    """Faust's table recovery, resuming the stream partitions only once the flow is back.
+
+    At the end of a rebalance Faust resumes fetching the stream partitions,
+    then seeks them to the committed offsets, then resumes flow control, which
+    clears the stream buffers. Records fetched after the seek and buffered
+    before that clear are lost (their read offset has moved on). Deferring the
+    resume to the end of the step closes that window; nothing else changes.
+    """
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        await self._resume_last(super()._resume_streams, generation_id)
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        await self._resume_last(super().on_recovery_completed, generation_id)
+
+    async def _resume_last(self, step, generation_id: int) -> None:
+        consumer = self.app.consumer
+        deferred: list = []
+        consumer.resume_partitions = deferred.append
+        try:
+            await step(generation_id)
+        finally:
+            del consumer.resume_partitions  # the class's method again
+            for tps in deferred:
+                consumer.resume_partitions(tps)
+
+
+class TableManager(tables.TableManager):
+    @property
+    def recovery(self) -> recovery.Recovery:
+        if self._recovery is None:
+            self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
+# --- Shutdown within a deadline -----------------------------------------------------------
+# Faust's shutdown waits on the broker (leave the group, commit, flush the producer); with
+# the broker gone it took more than 45 s after SIGTERM. Past the deadline the process exits
+# anyway: what was not committed is redelivered and dropped as duplicates by seq.
+
+SHUTDOWN_DEADLINE_S = 8.0  # SIGTERM/SIGINT -> exit, at the latest (Kubernetes grace: 15 s)
+
+
+class Worker(faust.worker.Worker):
+    """Faust's worker, exiting at the latest ``shutdown_deadline_s`` after SIGTERM or SIGINT."""
+
+    shutdown_deadline_s = SHUTDOWN_DEADLINE_S
+
+    def _on_sigterm(self) -> None:
+        self._start_deadline("SIGTERM")
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._start_deadline("SIGINT")
+        super()._on_sigint()
+
+    def _start_deadline(self, name: str) -> None:
+        if getattr(self, "_deadline_thread", None) is not None:
+            return
+        started = time.monotonic()
+        log.info("%s: stopping (at most %.0f s)", name, self.shutdown_deadline_s)
+
+        def expire() -> None:
+            time.sleep(self.shutdown_deadline_s)
+            log.warning("%s: shutdown not finished after %.1f s (broker unreachable?); exiting "
+                        "now: uncommitted events will be redelivered and deduplicated",
+                        name, time.monotonic() - started)
+            for handler in logging.getLogger().handlers:
+                try:
+                    handler.flush()
+                except Exception:
+                    pass
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+        self._deadline_thread = threading.Thread(target=expire, name="shutdown-deadline",
+                                                 daemon=True)
+        self._deadline_thread.start()

@@ -1,0 +1,111 @@
+"""The Faust/aiokafka internals that stream_app/faust_patches.py relies on are still there.
+
+After an upgrade of faust-streaming, aiokafka or mode-streaming, these tests name each
+overridden or called member whose presence or parameters changed: re-read the patch
+next to it (and the Faust change) before moving the pins in pyproject.toml.
+"""
+
+import asyncio
+import importlib
+import inspect
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from stream_app import faust_patches
+from stream_app.faust_patches import PATCHED, PINNED, PRIVATE_ATTRIBUTES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def resolve(path: str):
+    module, _, qualname = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = inspect.getattr_static(obj, part) if inspect.isclass(obj) else getattr(obj, part)
+    return obj
+
+
+def parameters(obj) -> str:
+    sig = inspect.signature(obj)
+    return str(sig.replace(parameters=[p.replace(annotation=inspect.Parameter.empty)
+                                       for p in sig.parameters.values()],
+                           return_annotation=inspect.Signature.empty))
+
+
+@pytest.mark.parametrize("dist", sorted(PINNED))
+def test_installed_versions_are_the_patched_ones(dist):
+    assert metadata.version(dist) == PINNED[dist], (
+        f"{dist} {metadata.version(dist)} is installed; stream_app/faust_patches.py was written "
+        f"against {PINNED[dist]}: run tests/stream_app/test_faust_patches.py and re-check each patch")
+
+
+def test_pyproject_pins_the_patched_versions():
+    text = (REPO / "pyproject.toml").read_text()
+    for dist, version in PINNED.items():
+        assert re.search(rf'"{re.escape(dist)}=={re.escape(version)}"', text), (
+            f"pyproject.toml must pin {dist}=={version} (stream_app/faust_patches.py)")
+
+
+@pytest.mark.parametrize("path", sorted(PATCHED))
+def test_patched_member_is_present_with_the_same_parameters(path):
+    want = PATCHED[path]
+    try:
+        obj = resolve(path)
+    except AttributeError as exc:
+        pytest.fail(f"{path} is gone ({exc}); stream_app/faust_patches.py overrides or calls it")
+    if want == "property":
+        assert isinstance(obj, property), f"{path} is no longer a property: {obj!r}"
+    elif want == "attribute":
+        assert inspect.isclass(obj), f"{path} is no longer a class attribute: {obj!r}"
+    else:
+        got = parameters(obj)
+        assert got == want, (f"{path} changed its parameters: faust_patches.py was written "
+                             f"against {want}, the installed version has {got}")
+
+
+@pytest.mark.parametrize("owner,attribute,where", PRIVATE_ATTRIBUTES)
+def test_private_attribute_is_still_set(owner, attribute, where):
+    source = inspect.getsource(getattr(resolve(owner), where))
+    assert f"self.{attribute}" in source, (
+        f"{owner}.{where} no longer sets self.{attribute}; stream_app/faust_patches.py reads it")
+
+
+def test_patches_subclass_what_they_replace():
+    from faust.stores import memory
+    from faust.tables import Table, TableManager, recovery
+    from faust.transport.drivers import aiokafka as fa
+
+    import faust
+    import faust.worker
+
+    for ours, theirs in [(faust_patches.ConsumerThread, fa.AIOKafkaConsumerThread),
+                         (faust_patches.Consumer, fa.Consumer), (faust_patches.Transport, fa.Transport),
+                         (faust_patches.App, faust.App), (faust_patches.Recovery, recovery.Recovery),
+                         (faust_patches.TableManager, TableManager),
+                         (faust_patches.OwnedMemoryStore, memory.Store),
+                         (faust_patches.OwnedTable, Table),
+                         (faust_patches.Worker, faust.worker.Worker)]:
+        assert issubclass(ours, theirs)
+
+
+def test_owned_store_drops_keys_of_partitions_not_assigned(tmp_path):
+    """Keys loaded from the changelog and keys written live both go when their partition does."""
+    import faust
+    from faust.types import TP
+
+    app = faust.App("patch-test", store="memory://", Table=faust_patches.OwnedTable,
+                    datadir=str(tmp_path), web_enabled=False)
+    table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes, use_partitioner=True)
+    store = table.data
+    assert isinstance(store, faust_patches.OwnedMemoryStore)
+    keys = {p: next(k for k in (f"k{i}".encode() for i in range(100))
+                    if faust_patches.key_partition(k, 4) == p) for p in range(4)}
+    store.data.update({k: b"live" for k in keys.values()})  # written by this worker
+    store.data[b"loaded"] = b"x"
+    store._key_partition[b"loaded"] = 3  # recovered from partition 3 of the changelog
+    changelog = table.changelog_topic.get_topic_name()
+    asyncio.run(store.on_recovery_completed({TP(changelog, 0)}, {TP(changelog, 1)}))
+    assert set(store.data) == {keys[0], keys[1]}

@@ -29,7 +29,9 @@ from models.config import MelConfig, from_dict, to_dict
 from models.errors import CheckpointError, ConfigError
 
 FORMAT = 1
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "hookstream-huang-pop909.safetensors"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "hookstream-chorus-pop909.safetensors"
+# The papers' method: Huang 2017 trained on song-level labels only (configs/detect-huang-weak.yaml).
+WEAK_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "hookstream-huang-pop909.safetensors"
 _NORM_KEYS = ("norm.mean", "norm.std")
 
 

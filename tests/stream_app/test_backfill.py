@@ -77,7 +77,7 @@ def test_backfill_sends_all_reports_failures_by_path_and_journals(catalogue, set
     assert summary.audio_s == pytest.approx(9.0)
     errors = {e.track_id: r.error for e, r in results if not r.ok}
     assert "missing.wav: no such file" in errors["missing"]
-    assert "junk.wav: not a readable audio file" in errors["junk"]
+    assert "junk.wav: corrupt or not an audio file" in errors["junk"]
     sent = chunk_records(settings)
     assert sorted({t for t, _, _ in sent}) == ["a", "bee", "c"]
     for tid, n in (("a", 2), ("bee", 3), ("c", 1)):

@@ -124,10 +124,10 @@ def test_bad_events_file_is_a_clear_error(files, tmp_path, capsys):
     d, _ = files
     ev = tmp_path / "bad.jsonl"
     ev.write_text(json.dumps(final("master", 1.0, 5.0)) + "\n{not json\n")
-    assert main(["clip", str(d / "master.flac"), "--out", str(tmp_path), "--from-events", str(ev)]) == 2
+    assert main(["clip", str(d / "master.flac"), "--out", str(tmp_path), "--from-events", str(ev)]) == 1  # bad input, not a usage error (exit 2 is usage only)
     assert f"{ev}:2: not a highlight event" in capsys.readouterr().err
     assert main(["clip", str(d / "master.flac"), "--out", str(tmp_path),
-                 "--from-events", str(tmp_path / "none.jsonl")]) == 2
+                 "--from-events", str(tmp_path / "none.jsonl")]) == 1
     assert "none.jsonl: cannot read the events file" in capsys.readouterr().err
 
 
@@ -148,7 +148,7 @@ def test_non_writable_out_dir(files, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["clip", str(d / "mono.wav"), "--out", str(blocker / "clips"),
-                 "--checkpoint", str(ckpt)]) == 2
+                 "--checkpoint", str(ckpt)]) == 1
     assert f"{blocker / 'clips'}: output folder is not writable" in capsys.readouterr().err
 
 

@@ -71,7 +71,7 @@ def test_report_files_are_all_local(report, songs):
     _, _, paths, bad = songs
     tracks = tracks_of(report)
     assert [t["path"] for t in tracks] == [str(p) for p in paths] + [str(bad)]
-    assert "not a readable audio file" in tracks[-1]["error"]
+    assert "corrupt or not an audio file" in tracks[-1]["error"]
     for t in tracks[:-1]:
         assert (report / t["img"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         info = sf.info(str(report / t["clip"]))
@@ -87,7 +87,7 @@ def test_report_into_a_non_writable_folder_is_a_clear_error(songs, tmp_path, cap
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["detect", str(paths[0]), "--checkpoint", str(ckpt), "--report",
-                 str(blocker / "review")]) == 2
+                 str(blocker / "review")]) == 1  # bad input, not a usage error
     assert f"{blocker / 'review'}: output folder is not writable" in capsys.readouterr().err
 
 

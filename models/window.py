@@ -120,13 +120,18 @@ def select_top(attention_slots: np.ndarray, energy_slots: np.ndarray, *, slot_s:
         bonus = (1.0 - cfg.beta) * (d1 + d2) / cfg.beta
     free = np.ones(max(1, n - width + 1), bool)  # window starts still allowed
     out: list[Highlight] = []
+    block = int(np.ceil(cfg.length_s / slot_s - 1e-9))  # slots a window covers, in seconds
     while len(out) < k and free.any():
         i, _ = best_window(curve, width, bonus=bonus, allowed=free)
         start = i * slot_s
         end = min(start + cfg.length_s, duration_s)
         start = max(0.0, end - cfg.length_s)
-        out.append(Highlight(round(start, 3), round(end, 3), float(curve[i:i + width].mean())))
-        free[max(0, i - width + 1):i + width] = False
+        h = Highlight(round(start, 3), round(end, 3), float(curve[i:i + width].mean()))
+        free[i] = False
+        if any(h.start_s < o.end_s and o.start_s < h.end_s for o in out):
+            continue  # clipped at the track's end onto a chosen span
+        out.append(h)
+        free[max(0, i - block + 1):i + block] = False
     return out
 
 

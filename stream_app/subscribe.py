@@ -53,13 +53,14 @@ def iter_highlights(
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
-    from stream_app.broker import wait_reachable
+    from stream_app.broker import check_tls, wait_reachable
     from stream_app.errors import BrokerUnreachableError
 
     topic = settings.topics.highlights
     wanted = set(track_ids) if track_ids is not None else None
     security = kafka_python_security_kwargs(settings)
     wait_reachable(settings.kafka.bootstrap)
+    check_tls(settings.kafka.bootstrap, security)  # a refused certificate: a clear error at once
     started_ms = int(time.time() * 1000)
     try:
         consumer = KafkaConsumer(

@@ -114,10 +114,16 @@ def features(samples: np.ndarray, cfg: MelConfig, n_chroma: int = 12
 def push_features(tail: np.ndarray, samples: np.ndarray, cfg: MelConfig, n_chroma: int = 12
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`push` that also returns the chroma frames: (log-mel, chroma, new tail)."""
+    buffer, rest = _carry(tail, samples, cfg)
+    frames, chroma = features(buffer, cfg, n_chroma)
+    return frames, chroma, rest
+
+
+def _carry(tail: np.ndarray, samples: np.ndarray, cfg: MelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(tail + samples, the part of it no complete frame consumes: the next tail)."""
     buffer = np.concatenate([tail, samples]) if len(tail) else np.asarray(samples, np.float32)
     count = n_frames(len(buffer), cfg)
-    frames, chroma = features(buffer, cfg, n_chroma)
-    return frames, chroma, np.ascontiguousarray(buffer[count * cfg.hop_length:], dtype=np.float32)
+    return buffer, np.ascontiguousarray(buffer[count * cfg.hop_length:], dtype=np.float32)
 
 
 def log_mel(power: np.ndarray, cfg: MelConfig) -> np.ndarray:
@@ -145,10 +151,8 @@ def push(tail: np.ndarray, samples: np.ndarray, cfg: MelConfig) -> tuple[np.ndar
     frames : np.ndarray, shape (k, n_mels), float32
     tail : np.ndarray, float32, the samples not yet consumed by a frame
     """
-    buffer = np.concatenate([tail, samples]) if len(tail) else np.asarray(samples, np.float32)
-    count = n_frames(len(buffer), cfg)
-    frames = mel_frames(buffer, cfg)
-    return frames, np.ascontiguousarray(buffer[count * cfg.hop_length:], dtype=np.float32)
+    buffer, rest = _carry(tail, samples, cfg)
+    return mel_frames(buffer, cfg), rest
 
 
 def frame_energy(frames: np.ndarray) -> np.ndarray:

@@ -19,6 +19,25 @@ def add_kafka_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="stream settings YAML (default configs/stream.yaml)")
 
 
+def load_detector(args, command: str):
+    """The Detector for ``--config``, ``--length`` and ``--checkpoint``; warns when untrained."""
+    import sys
+    from dataclasses import replace
+
+    from models import checkpoint
+    from models.config import load_detect_config
+    from models.detect import Detector
+
+    cfg = load_detect_config(args.config)
+    if args.length is not None:
+        cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
+    detector = Detector(cfg, checkpoint.load(args.checkpoint or cfg.checkpoint))
+    if not detector.ckpt.trained:
+        print(f"hookstream {command}: warning: {detector.ckpt.name} is an untrained model; "
+              "its highlights are not meaningful", file=sys.stderr)
+    return detector
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (``inf`` and ``nan`` are refused)."""
     try:

@@ -113,20 +113,9 @@ def _emit(row: dict, as_json: bool) -> None:
 
 
 def _detector(args):
-    from dataclasses import replace
+    from stream_app.commands._common import load_detector
 
-    from models import checkpoint
-    from models.config import load_detect_config
-    from models.detect import Detector
-
-    cfg = load_detect_config(args.config)
-    if args.length is not None:
-        cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
-    detector = Detector(cfg, checkpoint.load(args.checkpoint or cfg.checkpoint))
-    if not detector.ckpt.trained:
-        print(f"hookstream clip: warning: {detector.ckpt.name} is an untrained model; "
-              "its highlights are not meaningful", file=sys.stderr)
-    return detector
+    return load_detector(args, "clip")
 
 
 def _spans_from_events(path: str, length: float | None) -> dict[str, tuple[float, float, dict]]:

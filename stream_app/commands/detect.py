@@ -46,27 +46,19 @@ def run(args) -> int:
 
 
 def _detect(args, paths: list[str], names: dict[str, str]) -> int:
-    from dataclasses import replace
-
     from tqdm import tqdm
 
-    from models import checkpoint
     from models.audio import decode
-    from models.config import load_detect_config
-    from models.detect import Detector, track_id_for
+    from models.detect import track_id_for
     from models.errors import HookstreamError
+    from stream_app.commands._common import load_detector
     from stream_app.ingest import probe
 
     if args.top < 1:
         print(f"hookstream detect: error: --top {args.top}: must be at least 1", file=sys.stderr)
         return 2
-    cfg = load_detect_config(args.config)
-    if args.length is not None:
-        cfg = replace(cfg, window=replace(cfg.window, length_s=args.length))
-    detector = Detector(cfg, checkpoint.load(args.checkpoint or cfg.checkpoint))
-    if not detector.ckpt.trained:
-        print(f"hookstream detect: warning: {detector.ckpt.name} is an untrained model; "
-              "its highlights are not meaningful", file=sys.stderr)
+    detector = load_detector(args, "detect")
+    cfg = detector.cfg
     report = None
     if args.report:
         from stream_app.report import Report

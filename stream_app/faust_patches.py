@@ -37,6 +37,8 @@ PATCHED = {
         "(self, consumer, active_partitions, timeout=None, max_records=None)",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.__init__": "(self, consumer, **kwargs)",
     "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": "(self)",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer":
+        "(self, transport)",
     "faust.transport.drivers.aiokafka:Consumer.resume_partitions": "(self, tps)",
     "faust.transport.drivers.aiokafka:Transport.Consumer": "attribute",
     "faust:App._new_transport": "(self)",
@@ -56,6 +58,7 @@ PATCHED = {
 PRIVATE_ATTRIBUTES = [
     ("faust.stores.memory:Store", "_key_partition", "__post_init__"),
     ("faust.tables:TableManager", "_recovery", "__init__"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "__init__"),
 ]
 
 
@@ -132,9 +135,25 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                                             max_records=max_records)
 
 
+class LowWaitConsumerThread(ConsumerThread):
+    """The worker's consumer with ``fetch_max_wait_ms`` from ``settings.LATENCY``.
+
+    Faust passes ``fetch_max_wait_ms=1500`` to aiokafka with no setting to
+    change it; aiokafka keeps the value in ``_fetch_max_wait_ms`` until its
+    fetcher is made in ``start()``, so setting it on the new consumer applies.
+    """
+
+    def _create_worker_consumer(self, transport):
+        from stream_app.settings import LATENCY
+
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = int(LATENCY["worker_fetch_max_wait_ms"])
+        return consumer
+
+
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
-        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return LowWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Transport(faust_aiokafka.Transport):

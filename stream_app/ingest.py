@@ -22,7 +22,7 @@ import numpy as np
 from models.audio import SAMPLE_RATE, decode
 from models.errors import InputError
 from stream_app.events import ENCODINGS, MAX_MESSAGE_BYTES, encode_chunk
-from stream_app.settings import Settings, kafka_python_security_kwargs
+from stream_app.settings import LATENCY, Settings, kafka_python_security_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def ingest_files(
 
 
 def make_producer(settings: Settings):
-    """The chunk producer: acks=all, a small linger, no idempotence (Tansu lacks InitProducerId)."""
+    """The chunk producer: acks=all, no linger, no idempotence (Tansu lacks InitProducerId)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -323,7 +323,7 @@ def make_producer(settings: Settings):
         return KafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap_servers,
             acks="all",
-            linger_ms=5,
+            linger_ms=int(LATENCY["ingest_linger_ms"]),  # see stream_app.settings.LATENCY
             enable_idempotence=False,
             max_request_size=MAX_MESSAGE_BYTES + 48_576,
             client_id="hookstream-ingest",

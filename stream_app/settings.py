@@ -43,6 +43,42 @@ ENV_KAFKA_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username",
 # (measured; tests/stream_app/test_broker.py::test_group_join_with_recommended_settings_is_fast).
 KAFKA_PYTHON_GROUP_KW: dict[str, int] = dict(session_timeout_ms=6000, heartbeat_interval_ms=1000)
 AIOKAFKA_GROUP_KW: dict[str, int] = dict(session_timeout_ms=6000, heartbeat_interval_ms=1000)
+# --- Latency: every client setting that can hold a chunk or a highlight back -----------
+# One place; measured with ``hookstream bench --phases latency --concurrency 20``
+# (docs/performance.md, "Latency settings"). Path of a chunk: ingest producer ->
+# broker -> worker consumer fetch -> agent batch -> scorer -> worker producer ->
+# broker -> subscriber fetch.
+#
+# worker_fetch_max_wait_ms: how long the broker may hold the worker's fetch when
+#   it has less than fetch_min_bytes (1) to return. Faust hardcodes 1500 ms.
+#   Tansu (the embedded broker) answers a fetch with nothing new only when the
+#   wait runs out, and records produced meanwhile wait for the next fetch, so
+#   this wait is added to a chunk's latency (up to its full value). Real Kafka
+#   answers a parked fetch as soon as a record arrives, so there the value
+#   only bounds the latency of an idle partition's first record; lower values
+#   mean more (empty) fetch requests per second from every consumer: 1 / wait
+#   per broker connection, cheap at 50 ms (20 requests/s per worker).
+# subscriber_fetch_max_wait_ms: the same for kafka-python consumers of the
+#   highlights (hookstream subscribe, the bench); kafka-python's default is 500.
+# ingest_linger_ms: how long the kafka-python chunk producer waits to fill a
+#   batch. A chunk event is ~176 KB, over the 16 KB default batch size, so
+#   every chunk is a batch of its own anyway: 0 costs nothing and saves the wait.
+#   On real Kafka, linger trades latency for fewer produce requests with small
+#   records; it does not matter for records this large.
+# worker_producer_linger_s: Faust's producer (highlights, changelog); Faust's
+#   default is 0 already: set here so it stays so. producer_max_batch_size=1
+#   (above) also keeps each record a batch of its own.
+# worker.batch_wait_s (configs/stream.yaml, 0.05 s): the agent's take_events
+#   window: a batch is scored when it has batch_max_tracks events or this much
+#   time passed since its first. The scorer's cost per batch is lower than per
+#   event, so it trades up to batch_wait_s of latency for throughput.
+LATENCY: dict[str, float] = dict(
+    worker_fetch_max_wait_ms=50,
+    subscriber_fetch_max_wait_ms=50,
+    ingest_linger_ms=0,
+    worker_producer_linger_s=0.0,
+)
+
 # producer_max_batch_size=1 makes every record its own batch, which sidesteps
 # Tansu's ListOffsets("latest") bug (base offset of the last batch + 1, not the
 # log end) that otherwise makes Faust table recovery miss the changelog tail.
@@ -50,6 +86,7 @@ FAUST_BROKER_KW: dict[str, Any] = dict(
     broker_session_timeout=6.0,
     broker_heartbeat_interval=1.0,
     producer_max_batch_size=1,
+    producer_linger=LATENCY["worker_producer_linger_s"],
 )
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from models.errors import InputError
 from stream_app.events import decode_highlight
-from stream_app.settings import Settings, kafka_python_security_kwargs
+from stream_app.settings import LATENCY, Settings, kafka_python_security_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def iter_highlights(
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             client_id="hookstream-subscribe",
+            fetch_max_wait_ms=int(LATENCY["subscriber_fetch_max_wait_ms"]),
             allow_auto_create_topics=False,  # the workers create the topics, with their partitions
             **security,
         )

@@ -11,6 +11,8 @@ SYNTH_BARS = 52  # bars in models.examples.synth_song's plan (4+8+8+8+8+4+8+4)
 WARMUP_SECONDS = 8.0
 PROFILE_PIECE_S = 2.0
 ROUND_EVENTS = 64  # chunk events per round in the memory phase (the worker's default batch)
+PHASES = ("offline", "profile", "streaming", "latency", "memory")  # in the order they run
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class BenchConfig:
     checkpoint: str | None = None  # None: configs/detect.yaml's, or an untrained Huang net
     torch_threads: int | None = None  # None: torch's default (OMP_NUM_THREADS, else one per core)
     timeout_s: float = 180.0  # longest wait for the worker in any one step
+    phases: tuple[str, ...] = PHASES  # a subset runs only those (memory needs latency's worker)
+    device: str = "auto"  # scorer device here and in the workers: auto | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
         for name in ("tracks", "concurrency", "memory_tracks"):
@@ -39,5 +43,11 @@ class BenchConfig:
                                   f"{4 * self.chunk_seconds:g} (four chunks), got {getattr(self, name)}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"--torch-threads must be at least 1, got {self.torch_threads}")
+        unknown = [p for p in self.phases if p not in PHASES]
+        if unknown or not self.phases:
+            raise ConfigError(f"--phases: {', '.join(unknown) or 'none given'}: not among "
+                              f"{', '.join(PHASES)}")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not self.profile_seconds >= 0:
             raise ConfigError(f"--profile-seconds must be >= 0, got {self.profile_seconds}")

@@ -26,7 +26,7 @@ def run_bench(cfg: BenchConfig, *, progress: TextIO = sys.stderr) -> dict:
     """Run every phase; return the results (see docs/performance.md for the keys)."""
     import torch
 
-    from models.config import CONFIG_DIR, DetectConfig, load_yaml
+    from models.config import DetectConfig, load_yaml
     from models.detect import Detector
 
     t_start = time.monotonic()
@@ -36,7 +36,8 @@ def run_bench(cfg: BenchConfig, *, progress: TextIO = sys.stderr) -> dict:
     work = Path(tempfile.mkdtemp(prefix="hookstream-bench-"))
     ok = False
     try:
-        detect_cfg = load_yaml(DetectConfig, CONFIG_DIR / "detect.yaml")
+        detect_yaml = _detect_yaml(cfg.device, work)
+        detect_cfg = load_yaml(DetectConfig, detect_yaml)
         ckpt, ckpt_path, ckpt_note = _resolve_checkpoint(cfg.checkpoint, detect_cfg, work)
         say(f"checkpoint {ckpt.name} ({ckpt_note}); work dir {work}")
         detector = Detector(detect_cfg, ckpt)
@@ -53,14 +54,18 @@ def run_bench(cfg: BenchConfig, *, progress: TextIO = sys.stderr) -> dict:
         }
         songs = write_songs(work / "songs", cfg.tracks, cfg.seconds, seed0=0)
         say(f"wrote {len(songs)} songs of {cfg.seconds:g} s")
-        out["offline"] = offline_phase(detector, songs, say=say)
-        if cfg.profile_seconds > 0:
+        if "offline" in cfg.phases:
+            out["offline"] = offline_phase(detector, songs, say=say)
+        if "profile" in cfg.phases and cfg.profile_seconds > 0:
             out["profile"] = profile_phase(detect_cfg, ckpt, cfg.profile_seconds, say=say)
-        out.update(_streaming_phases(cfg, detector, ckpt_path, songs, work, say=say))
-        st, off = out["streaming"], out["offline"]
-        st["ratio_to_offline"] = sig(st["audio_s_per_s"] / off["audio_s_per_s"])
-        st["cpu_ratio_to_offline"] = sig(sum(st["cpu_s"].values()) / st["audio_s"]
-                                        / (off["cpu_s"] / off["audio_s"]))
+        if {"streaming", "latency", "memory"} & set(cfg.phases):
+            out.update(_streaming_phases(cfg, detector, ckpt_path, detect_yaml, songs, work,
+                                         say=say))
+        if "streaming" in out and "offline" in out:
+            st, off = out["streaming"], out["offline"]
+            st["ratio_to_offline"] = sig(st["audio_s_per_s"] / off["audio_s_per_s"])
+            st["cpu_ratio_to_offline"] = sig(sum(st["cpu_s"].values()) / st["audio_s"]
+                                             / (off["cpu_s"] / off["audio_s"]))
         out["machine"]["load_avg_end"] = loadavg()
         out["total_s"] = sig(time.monotonic() - t_start)
         say(f"done in {out['total_s']:.0f} s")
@@ -102,8 +107,8 @@ def _resolve_checkpoint(path: str | None, detect_cfg, work: Path):
                              "the same compute as a trained one")
 
 
-def _streaming_phases(cfg: BenchConfig, detector, ckpt_path: Path, songs: list[Path],
-                      work: Path, *, say: Callable[[str], None]) -> dict:
+def _streaming_phases(cfg: BenchConfig, detector, ckpt_path: Path, detect_yaml: Path,
+                      songs: list[Path], work: Path, *, say: Callable[[str], None]) -> dict:
     import psutil
 
     from stream_app.broker import EmbeddedBroker, ensure_topics
@@ -118,13 +123,18 @@ def _streaming_phases(cfg: BenchConfig, detector, ckpt_path: Path, songs: list[P
         # -- throughput: the shipped stream settings
         settings = load_settings(None, bootstrap=broker.bootstrap)
         ensure_topics(broker.bootstrap, settings.topic_partitions())
-        w = WorkerHandle(settings, ckpt_path, work / "worker-throughput.log", app_id="hookstream-bench")
-        try:
-            w.start(say, torch_threads=cfg.torch_threads)
-            w.warm_up(warm, "warmup-throughput", cfg, say)
-            out["streaming"] = streaming_phase(w, songs, cfg, broker_proc, say=say)
-        finally:
-            w.stop()
+        if "streaming" in cfg.phases:
+            w = WorkerHandle(settings, ckpt_path, work / "worker-throughput.log",
+                             app_id="hookstream-bench", detect_config=detect_yaml)
+            try:
+                w.start(say, torch_threads=cfg.torch_threads)
+                w.warm_up(warm, "warmup-throughput", cfg, say)
+                out["streaming"] = streaming_phase(w, songs, cfg, broker_proc, say=say)
+            finally:
+                w.stop()
+        if not {"latency", "memory"} & set(cfg.phases):
+            say("worker and broker stopped")
+            return out
 
         # -- latency and memory: provisional events unthrottled, topics of their own
         lat_yaml = work / "stream-latency.yaml"
@@ -136,16 +146,40 @@ def _streaming_phases(cfg: BenchConfig, detector, ckpt_path: Path, songs: list[P
         settings = load_settings(lat_yaml)
         ensure_topics(broker.bootstrap, settings.topic_partitions())
         w = WorkerHandle(settings, ckpt_path, work / "worker-latency.log",
-                    app_id="hookstream-bench-latency", config=lat_yaml)
+                         app_id="hookstream-bench-latency", config=lat_yaml,
+                         detect_config=detect_yaml)
         try:
             w.start(say, torch_threads=cfg.torch_threads)
-            out["memory"] = {"rss_fresh_mb": sig(w.rss() / 2**20)}
+            fresh = {"rss_fresh_mb": sig(w.rss() / 2**20)}
             w.warm_up(warm, "warmup-latency", cfg, say)
-            rt = write_songs(work / "realtime", cfg.concurrency, cfg.realtime_seconds,
-                              seed0=100, prefix="rt")
-            out["latency"] = latency_phase(w, rt, cfg, say=say)
-            out["memory"].update(memory_phase(w, songs, cfg, detector, say=say))
+            if "latency" in cfg.phases:
+                rt = write_songs(work / "realtime", cfg.concurrency, cfg.realtime_seconds,
+                                 seed0=100, prefix="rt")
+                out["latency"] = latency_phase(w, rt, cfg, say=say)
+            if "memory" in cfg.phases:
+                out["memory"] = {**fresh, **memory_phase(w, songs, cfg, detector, say=say)}
         finally:
             w.stop()
     say("worker and broker stopped")
     return out
+
+
+def _detect_yaml(device: str, work: Path) -> Path:
+    """``configs/detect.yaml`` with ``device`` set: this process and the workers read it.
+
+    Raises HookstreamError when a CUDA device is asked for and torch sees none.
+    """
+    import torch
+    import yaml
+
+    from models.config import CONFIG_DIR, read_yaml
+    from models.errors import HookstreamError
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HookstreamError(f"--device {device}: no CUDA device here "
+                              f"(torch {torch.__version__}: torch.cuda.is_available() is False)")
+    raw = read_yaml(CONFIG_DIR / "detect.yaml") or {}
+    raw["device"] = device
+    path = work / "detect.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path

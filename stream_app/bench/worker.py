@@ -17,7 +17,7 @@ class WorkerHandle:
     """One ``hookstream worker`` child, its metrics endpoint and its settings."""
 
     def __init__(self, settings, ckpt_path: Path, log_path: Path, *, app_id: str,
-                 config: Path | None = None):
+                 config: Path | None = None, detect_config: Path | None = None):
         from stream_app.broker import free_port
 
         self.settings = settings
@@ -27,6 +27,8 @@ class WorkerHandle:
         self.extra = ["--checkpoint", str(ckpt_path), "--app-id", app_id]
         if config is not None:
             self.extra += ["--config", str(config)]
+        if detect_config is not None:
+            self.extra += ["--detect-config", str(detect_config)]
         self.proc = None
 
     def start(self, say, *, torch_threads: int | None = None) -> None:

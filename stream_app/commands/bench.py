@@ -8,6 +8,7 @@ import sys
 
 def register(sub) -> None:
     from stream_app.bench import BenchConfig
+    from stream_app.bench.config import PHASES
 
     d = BenchConfig()
     p = sub.add_parser(
@@ -37,6 +38,11 @@ def register(sub) -> None:
     p.add_argument("--torch-threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads in this process and the worker "
                         "(sets OMP_NUM_THREADS for the worker; default: torch's own choice)")
+    p.add_argument("--phases", default=",".join(PHASES), metavar="LIST",
+                   help=f"comma-separated phases to run (default all: {','.join(PHASES)})")
+    p.add_argument("--device", default=d.device, metavar="DEV",
+                   help="scorer device here and in the workers: auto (CUDA when present), cpu, "
+                        "cuda or cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     p.set_defaults(func=run)
 
@@ -47,7 +53,8 @@ def run(args) -> int:
     cfg = BenchConfig(tracks=args.tracks, concurrency=args.concurrency, seconds=args.seconds,
                       realtime_seconds=args.realtime_seconds, memory_tracks=args.memory_tracks,
                       profile_seconds=args.profile_seconds, checkpoint=args.checkpoint,
-                      torch_threads=args.torch_threads)
+                      torch_threads=args.torch_threads, device=args.device,
+                      phases=tuple(x.strip() for x in args.phases.split(",") if x.strip()))
     results = run_bench(cfg, progress=sys.stderr)
     if args.json:
         print(json.dumps(results), flush=True)

@@ -31,6 +31,8 @@ class BenchConfig:
     timeout_s: float = 180.0  # longest wait for the worker in any one step
     phases: tuple[str, ...] = PHASES  # a subset runs only those (memory needs latency's worker)
     device: str = "auto"  # scorer device here and in the workers: auto | cpu | cuda[:N]
+    sweep: tuple[int, ...] = ()  # track counts K for the capacity sweep; set: the sweep alone runs
+    sweep_seconds: float = 60.0  # real-time seconds per K (each track is this long)
 
     def __post_init__(self) -> None:
         for name in ("tracks", "concurrency", "memory_tracks"):
@@ -49,5 +51,10 @@ class BenchConfig:
                               f"{', '.join(PHASES)}")
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if any(k < 1 for k in self.sweep):
+            raise ConfigError(f"--sweep: track counts must be at least 1, got {self.sweep}")
+        if not self.sweep_seconds >= 4 * self.chunk_seconds:
+            raise ConfigError(f"--sweep-seconds must be at least {4 * self.chunk_seconds:g} "
+                              f"(four chunks), got {self.sweep_seconds}")
         if not self.profile_seconds >= 0:
             raise ConfigError(f"--profile-seconds must be >= 0, got {self.profile_seconds}")

@@ -60,6 +60,10 @@ def format_report(r: dict) -> str:
         f"  serialized TrackRecord: {mem['record_bytes']:,} B per open track "
         f"({mem['record_bytes_full_track']:,} B at {mem['full_track_s']:g} s)",
         ]
+    if "sweep" in r:
+        from stream_app.bench.sweep import sweep_lines
+
+        lines += sweep_lines(r["sweep"])
     if "profile" in r:
         p = r["profile"]
         lines += ["", f"profile: one {p['track_s']:g} s track through the scorer (seconds)",

@@ -54,11 +54,13 @@ def run_bench(cfg: BenchConfig, *, progress: TextIO = sys.stderr) -> dict:
         }
         songs = write_songs(work / "songs", cfg.tracks, cfg.seconds, seed0=0)
         say(f"wrote {len(songs)} songs of {cfg.seconds:g} s")
-        if "offline" in cfg.phases:
+        if cfg.sweep:
+            out["sweep"] = _sweep(cfg, ckpt_path, detect_yaml, work, say=say)
+        elif "offline" in cfg.phases:
             out["offline"] = offline_phase(detector, songs, say=say)
-        if "profile" in cfg.phases and cfg.profile_seconds > 0:
+        if not cfg.sweep and "profile" in cfg.phases and cfg.profile_seconds > 0:
             out["profile"] = profile_phase(detect_cfg, ckpt, cfg.profile_seconds, say=say)
-        if {"streaming", "latency", "memory"} & set(cfg.phases):
+        if not cfg.sweep and {"streaming", "latency", "memory"} & set(cfg.phases):
             out.update(_streaming_phases(cfg, detector, ckpt_path, detect_yaml, songs, work,
                                          say=say))
         if "streaming" in out and "offline" in out:
@@ -183,3 +185,24 @@ def _detect_yaml(device: str, work: Path) -> Path:
     path = work / "detect.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _sweep(cfg: BenchConfig, ckpt_path: Path, detect_yaml: Path, work: Path, *,
+           say: Callable[[str], None]) -> dict:
+    """The capacity sweep on a broker and worker of its own (see :mod:`stream_app.bench.sweep`)."""
+    from stream_app.bench.sweep import sweep_phase, sweep_worker
+    from stream_app.broker import EmbeddedBroker
+    from stream_app.settings import load_settings
+
+    warm = write_songs(work / "warmup", 1, WARMUP_SECONDS, seed0=99, prefix="warmup")[0]
+    with EmbeddedBroker(log_path=work / "broker.log") as broker:
+        say(f"broker at {broker.bootstrap}")
+        w = sweep_worker(load_settings(None), ckpt_path, detect_yaml, work, broker.bootstrap)
+        try:
+            w.start(say, torch_threads=cfg.torch_threads)
+            w.warm_up(warm, "warmup-sweep", cfg, say)
+            out = sweep_phase(w, cfg.sweep, cfg, cfg.sweep_seconds, say=say)
+        finally:
+            w.stop()
+    say("worker and broker stopped")
+    return out

@@ -1,4 +1,4 @@
-"""``hookstream bench [--tracks N] [--concurrency K] [--seconds S] [--checkpoint FILE] [--json]``."""
+"""``hookstream bench [--tracks N] [--concurrency K] [--phases LIST] [--device DEV] [--sweep [K1,K2,...]] [--json]``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 def register(sub) -> None:
     from stream_app.bench import BenchConfig
     from stream_app.bench.config import PHASES
+    from stream_app.bench.sweep import DEFAULT_KS
 
     d = BenchConfig()
     p = sub.add_parser(
@@ -43,19 +44,37 @@ def register(sub) -> None:
     p.add_argument("--device", default=d.device, metavar="DEV",
                    help="scorer device here and in the workers: auto (CUDA when present), cpu, "
                         "cuda or cuda:N (default auto)")
+    p.add_argument("--sweep", nargs="?", const=",".join(map(str, DEFAULT_KS)), default=None,
+                   metavar="K1,K2,...",
+                   help="capacity sweep instead of the phases: K live tracks in real time into "
+                        "one worker for each K (default " + ",".join(map(str, DEFAULT_KS)) + "); "
+                        "reports latency, worker CPU and backlog per K, and the largest K held "
+                        "(p99 <= 1 s, no growing backlog)")
+    p.add_argument("--sweep-seconds", type=float, default=d.sweep_seconds, metavar="S",
+                   help=f"real-time seconds per K in the sweep (default {d.sweep_seconds:g})")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="with --sweep: draw latency and worker CPU against K to this PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from stream_app.bench import BenchConfig, format_report, run_bench
+    from stream_app.bench.sweep import parse_ks, plot_sweep
+    from stream_app.errors import UsageError
 
+    if args.plot and not args.sweep:
+        raise UsageError("--plot draws the capacity sweep: give --sweep too")
     cfg = BenchConfig(tracks=args.tracks, concurrency=args.concurrency, seconds=args.seconds,
                       realtime_seconds=args.realtime_seconds, memory_tracks=args.memory_tracks,
                       profile_seconds=args.profile_seconds, checkpoint=args.checkpoint,
                       torch_threads=args.torch_threads, device=args.device,
-                      phases=tuple(x.strip() for x in args.phases.split(",") if x.strip()))
+                      phases=tuple(x.strip() for x in args.phases.split(",") if x.strip()),
+                      sweep=parse_ks(args.sweep) if args.sweep else (),
+                      sweep_seconds=args.sweep_seconds)
     results = run_bench(cfg, progress=sys.stderr)
+    if args.plot:
+        print(f"bench: plot {plot_sweep(results['sweep'], args.plot)}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(results), flush=True)
     else:

@@ -1,9 +1,22 @@
 """Fixtures shared by every test package."""
 
+import os
 import random
 
 import numpy as np
 import pytest
+
+# The scorer's equality tests run on this device (scripts/gpu-check.sh sets cuda).
+TEST_DEVICE = os.environ.get("HOOKSTREAM_TEST_DEVICE", "cpu")
+
+
+def pytest_configure(config):
+    if TEST_DEVICE.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"HOOKSTREAM_TEST_DEVICE={TEST_DEVICE}: no CUDA device here "
+                                    "(torch.cuda.is_available() is False)")
 
 
 @pytest.fixture(scope="session")

@@ -190,6 +190,8 @@ def _detect_yaml(device: str, work: Path) -> Path:
 def _sweep(cfg: BenchConfig, ckpt_path: Path, detect_yaml: Path, work: Path, *,
            say: Callable[[str], None]) -> dict:
     """The capacity sweep on a broker and worker of its own (see :mod:`stream_app.bench.sweep`)."""
+    import psutil
+
     from stream_app.bench.sweep import sweep_phase, sweep_worker
     from stream_app.broker import EmbeddedBroker
     from stream_app.settings import load_settings
@@ -201,7 +203,8 @@ def _sweep(cfg: BenchConfig, ckpt_path: Path, detect_yaml: Path, work: Path, *,
         try:
             w.start(say, torch_threads=cfg.torch_threads)
             w.warm_up(warm, "warmup-sweep", cfg, say)
-            out = sweep_phase(w, cfg.sweep, cfg, cfg.sweep_seconds, say=say)
+            out = sweep_phase(w, cfg.sweep, cfg, cfg.sweep_seconds, say=say,
+                              broker_proc=psutil.Process(broker.pid))
         finally:
             w.stop()
     say("worker and broker stopped")

@@ -88,14 +88,14 @@ def largest_held(rows: list[dict]) -> int | None:
 
 
 def sweep_phase(worker: WorkerHandle, ks: tuple[int, ...], cfg: BenchConfig, seconds: float, *,
-                say: Callable[[str], None]) -> dict:
+                say: Callable[[str], None], broker_proc=None) -> dict:
     """Run every K on ``worker``; stop early once one K cannot be drained."""
     sr = 22_050
     songs = [synth_track(200 + i, seconds) for i in range(SONGS)]
     rows = []
     for k in ks:
         say(f"sweep: {k} tracks x {seconds:g} s in real time")
-        row = _one_k(worker, k, songs, cfg, seconds, sr=sr)
+        row = _one_k(worker, k, songs, cfg, seconds, sr=sr, broker_proc=broker_proc)
         rows.append(row)
         say(f"sweep K={k}: p50 {row['p50_s']} s, p99 {row['p99_s']} s, worker "
             f"{row['worker_cores']} cores, backlog slope {row['backlog_slope_per_s']} chunks/s, "
@@ -108,7 +108,7 @@ def sweep_phase(worker: WorkerHandle, ks: tuple[int, ...], cfg: BenchConfig, sec
 
 
 def _one_k(worker: WorkerHandle, k: int, songs: list[np.ndarray], cfg: BenchConfig,
-           seconds: float, *, sr: int) -> dict:
+           seconds: float, *, sr: int, broker_proc=None) -> dict:
     from stream_app.ingest import chunk_frames
     from stream_app.subscribe import iter_highlights
 
@@ -136,6 +136,7 @@ def _one_k(worker: WorkerHandle, k: int, songs: list[np.ndarray], cfg: BenchConf
     listener = threading.Thread(target=listen, name="sweep-listener", daemon=True)
     listener.start()
     cpu0, wall0 = worker.cpu_s(), time.monotonic()
+    others0 = _other_cpu(broker_proc)
     sender.start()
     samples_t, samples_b = [], []
     while sender.is_alive():
@@ -145,6 +146,7 @@ def _one_k(worker: WorkerHandle, k: int, songs: list[np.ndarray], cfg: BenchConf
         samples_t.append(time.time())
         samples_b.append(len(sent) - scored)
     cpu, wall = worker.cpu_s() - cpu0, time.monotonic() - wall0
+    others = {name: sig((v - others0[name]) / wall) for name, v in _other_cpu(broker_proc).items()}
     if errors:
         stop.set()
         raise HookstreamError(f"sweep K={k}: sending failed: {errors[0]}")
@@ -166,12 +168,25 @@ def _one_k(worker: WorkerHandle, k: int, songs: list[np.ndarray], cfg: BenchConf
     return {"tracks": k, "chunks": len(sent), "p50_s": m["p50_s"], "p95_s": m["p95_s"],
             "p99_s": m["p99_s"], "direct_p50_s": m["direct_p50_s"],
             "direct_p99_s": m["direct_p99_s"], "matched": m["matched"],
-            "worker_cores": sig(cpu / wall), "backlog_end": sig(samples_b[-1]) if samples_b else 0,
+            "worker_cores": sig(cpu / wall), "broker_cores": others.get("broker"),
+            "bench_cores": others["bench"], "backlog_end": sig(samples_b[-1]) if samples_b else 0,
             "backlog_slope_per_s": sig(slope), "arrival_per_s": sig(arrival),
             "backlog_growing": bool(growing), "drained": drained,
             "send_lag_p50_s": lag[0], "send_lag_p99_s": lag[2],
             "held": bool(m["direct_p99_s"] is not None and m["direct_p99_s"] <= P99_LIMIT_S
                          and not growing and drained)}
+
+
+def _other_cpu(broker_proc) -> dict[str, float]:
+    """CPU seconds of the broker (if known) and of this process (sender and listener)."""
+    import psutil
+
+    out = {}
+    for name, proc in (("broker", broker_proc), ("bench", psutil.Process())):
+        if proc is not None:
+            t = proc.cpu_times()
+            out[name] = t.user + t.system
+    return out
 
 
 def _send_all(settings, ids: list[str], songs: list[np.ndarray], n: int, chunk_s: float,
@@ -261,12 +276,17 @@ def sweep_lines(sweep: dict) -> list[str]:
                  f"(held: own-event p99 <= {sweep['p99_limit_s']:g} s, backlog slope <= "
                  f"{100 * sweep['growth_fraction']:.0f}% of arrivals)",
              f"  {'K':>5}{'p50 s':>9}{'p95 s':>9}{'p99 s':>9}{'own p99':>9}{'cores':>7}"
-             f"{'slope/s':>9}{'sendlag':>9}  held"]
+             f"{'broker':>7}{'bench':>7}{'slope/s':>9}{'sendlag':>9}  held"]
     for r in sweep["rows"]:
         f = (lambda x: "n/a" if x is None else f"{x:.3f}")
         lines.append(f"  {r['tracks']:>5}{f(r['p50_s']):>9}{f(r['p95_s']):>9}{f(r['p99_s']):>9}"
                      f"{f(r['direct_p99_s']):>9}{r['worker_cores']:>7.2f}"
+                     f"{_cores(r.get('broker_cores')):>7}{_cores(r.get('bench_cores')):>7}"
                      f"{r['backlog_slope_per_s']:>9.2f}{f(r['send_lag_p99_s']):>9}  "
                      f"{'yes' if r['held'] else 'no'}")
     lines.append(f"  largest K held: {sweep['largest_held'] or 'none'}")
     return lines
+
+
+def _cores(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"

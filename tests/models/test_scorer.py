@@ -1,6 +1,7 @@
 """Streaming scorer: chunk-by-chunk equals the whole-track pass; batched equals single."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from models.config import ScorerConfig
 from models.errors import InputError
 from models.scorer import Scorer, TrackState, whole_track_chunks
 
+TEST_DEVICE = os.environ.get("HOOKSTREAM_TEST_DEVICE", "cpu")  # scripts/gpu-check.sh: cuda; tests/conftest.py checks it
 LABELS = ("major", "minor", "slow", "medium", "fast")
 
 
@@ -24,7 +26,7 @@ def make_scorer(arch="huang", full=False, structure=False, **cfg):
     ckpt = checkpoint.untrained(model, LABELS, seed=1)
     ckpt = checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
                                     "norm_std": np.full(128, 4.0, np.float32)})
-    return Scorer(ckpt, ScorerConfig(**cfg))
+    return Scorer(ckpt, ScorerConfig(**cfg), device=TEST_DEVICE)
 
 
 def song(seconds, seed=0):

@@ -156,3 +156,134 @@ def test_config_rejects_bad_arguments():
         bench.BenchConfig(tracks=0)
     with pytest.raises(ConfigError, match="--seconds"):
         bench.BenchConfig(seconds=3)
+
+
+def test_config_rejects_bad_phases_device_and_sweep():
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--phases: lat"):
+        bench.BenchConfig(phases=("lat",))
+    with pytest.raises(ConfigError, match="--device"):
+        bench.BenchConfig(device="tpu")
+    with pytest.raises(ConfigError, match="--sweep-seconds"):
+        bench.BenchConfig(sweep=(10,), sweep_seconds=2.0)
+    assert bench.BenchConfig(device="cuda:1", phases=("latency",)).device == "cuda:1"
+
+
+# --- sweep --------------------------------------------------------------------------------
+
+def test_parse_ks():
+    from models.errors import ConfigError
+    from stream_app.bench.sweep import parse_ks
+
+    assert parse_ks("10,50, 100") == (10, 50, 100)
+    for bad in ("10,x", "50,10", "0,5", "", "5,5"):
+        with pytest.raises(ConfigError, match="--sweep"):
+            parse_ks(bad)
+
+
+def test_backlog_slope_fits_the_second_half():
+    from stream_app.bench.sweep import backlog_slope
+
+    t = [float(i) for i in range(10)]
+    # flat for the first half (start-up), then growing by 3 chunks per second
+    b = [5.0] * 5 + [5.0 + 3 * (i - 4) for i in range(5, 10)]
+    assert backlog_slope(t, b) == pytest.approx(3.0)
+    assert backlog_slope(t, [7.0] * 10) == pytest.approx(0.0)
+    assert backlog_slope(t[:3], b[:3]) == 0.0  # too few samples to judge
+
+
+def _row(k, p99, growing=False, cores=0.5):
+    return {"tracks": k, "chunks": 10 * k, "p50_s": 0.1, "p95_s": 0.2, "p99_s": p99,
+            "direct_p50_s": 0.1, "direct_p99_s": p99, "matched": 9 * k, "worker_cores": cores,
+            "backlog_end": 0, "backlog_slope_per_s": 9.0 if growing else 0.0,
+            "arrival_per_s": k / 2, "backlog_growing": growing, "drained": True,
+            "send_lag_p50_s": 0.001, "send_lag_p99_s": 0.01,
+            "held": p99 <= 1.0 and not growing}
+
+
+def test_largest_held_table_and_plot(tmp_path):
+    from stream_app.bench.sweep import largest_held, plot_sweep, sweep_lines
+
+    rows = [_row(10, 0.2), _row(50, 0.4), _row(100, 0.9, growing=True), _row(200, 3.0)]
+    assert largest_held(rows) == 50
+    assert largest_held([_row(10, 2.0)]) is None
+    sweep = {"seconds_per_k": 60.0, "p99_limit_s": 1.0, "growth_fraction": 0.05, "rows": rows,
+             "largest_held": 50}
+    text = "\n".join(sweep_lines(sweep))
+    assert "largest K held: 50" in text and text.count(" no\n") + text.endswith("no") >= 2
+    png = plot_sweep(sweep, tmp_path / "plots" / "sweep.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_with_the_sweep_alone():
+    sample = {"checkpoint": {"name": "m", "arch": "huang", "parameters": 3.7e5, "trained": True},
+              "machine": {"cpus": 2, "torch_threads": 1, "device": "cpu",
+                          "kafka_python_crc32c": "c"},
+              "args": {}, "total_s": 10.0,
+              "sweep": {"seconds_per_k": 60.0, "p99_limit_s": 1.0, "growth_fraction": 0.05,
+                        "rows": [_row(10, 0.2)], "largest_held": 10}}
+    text = bench.format_report(sample)
+    assert "capacity sweep" in text and "offline detect" not in text
+
+
+# --- device plumbing (CPU-only machine: resolution and the error; GPU: scripts/gpu-check.sh) --
+
+def test_detect_yaml_sets_the_device(tmp_path):
+    import torch
+
+    from models.config import DetectConfig, load_yaml
+    from models.errors import HookstreamError
+    from stream_app.bench.run import _detect_yaml
+
+    assert load_yaml(DetectConfig, _detect_yaml("cpu", tmp_path)).device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(HookstreamError, match="--device cuda: no CUDA device"):
+            _detect_yaml("cuda", tmp_path)
+
+
+def test_auto_device_is_cuda_when_present(monkeypatch):
+    import torch
+
+    from models.detect import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_scorer_net_lives_on_its_device_and_returns_numpy(tiny_checkpoint):
+    """Every tensor the scorer hands back is moved off its device (numpy on the host)."""
+    import numpy as np
+
+    from models.config import ScorerConfig
+    from models.scorer import Scorer
+
+    ckpt = checkpoint.load(tiny_checkpoint)
+    scorer = Scorer(ckpt, ScorerConfig(), device="cpu")
+    assert {p.device.type for p in scorer.net.parameters()} == {"cpu"}
+    state = scorer.step([(scorer.init_state("t"), bench.synth_track(1, 8.0))])[0]
+    assert isinstance(state.embeddings, np.ndarray)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_sweep_smoke(tiny_checkpoint, capsys, tmp_path):
+    from stream_app.cli import main
+
+    before = _children()
+    png = tmp_path / "sweep.png"
+    rc = main(["bench", "--sweep", "2,4", "--sweep-seconds", "10", "--torch-threads", "1",
+               "--checkpoint", str(tiny_checkpoint), "--plot", str(png), "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    s = json.loads(out.out)["sweep"]
+    assert [r["tracks"] for r in s["rows"]] == [2, 4]
+    for r in s["rows"]:
+        assert r["chunks"] == r["tracks"] * 5 and r["drained"]
+        assert 0 < r["direct_p50_s"] <= r["direct_p99_s"] and r["worker_cores"] > 0
+        assert r["send_lag_p99_s"] >= 0
+    assert png.stat().st_size > 0
+    assert _children() <= before

@@ -6,6 +6,8 @@ serialisation. Audio is cut into 1 s chunks: chunk ``k`` of a track is
 ``x[k*SR:(k+1)*SR]`` of that track's signal.
 """
 
+import os
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -27,6 +29,8 @@ SR = 22050
 LABELS = ("a", "b", "c", "d", "e")
 T0 = 1_000_000.0
 
+TEST_DEVICE = os.environ.get("HOOKSTREAM_TEST_DEVICE", "cpu")  # tests/conftest.py checks it
+
 
 @pytest.fixture(scope="module")
 def ckpt():
@@ -35,7 +39,7 @@ def ckpt():
 
 @pytest.fixture(scope="module")
 def detector(ckpt):
-    return Detector(DetectConfig(device="cpu"), ckpt)
+    return Detector(DetectConfig(device=TEST_DEVICE), ckpt)
 
 
 def signal(seconds: float, seed: int = 0, amp: float = 0.3) -> np.ndarray:
@@ -365,7 +369,7 @@ def test_rate_the_model_cannot_use_is_rejected(detector):
 ])
 def test_too_long_track_is_finalized_with_the_audio_so_far(batches):
     """max 5 s, 2 s chunks: chunk 2 would make 6 s; the track ends with chunks 0-1."""
-    det = Detector(DetectConfig(device="cpu", scorer=ScorerConfig(max_duration_s=5.0)),
+    det = Detector(DetectConfig(device=TEST_DEVICE, scorer=ScorerConfig(max_duration_s=5.0)),
                    checkpoint.untrained(nets.tiny(), LABELS, seed=0))
     h = Harness(det, provisional_min_interval_s=0.0)
     x = signal(7.0, seed=3)
@@ -467,7 +471,7 @@ def test_provisional_events_only_when_the_span_moves(ckpt):
     amplitude:  |loud loud quiet quiet ... quiet LOUDER LOUDER quiet ...|   (1 s chunks)
     span:        -    -    -    (0,3)  same ... same   moves  ...
     """
-    det = Detector(DetectConfig(device="cpu", window=WindowConfig(length_s=3.0, gamma=0.0)), ckpt)
+    det = Detector(DetectConfig(device=TEST_DEVICE, window=WindowConfig(length_s=3.0, gamma=0.0)), ckpt)
     h = Harness(det, provisional_min_interval_s=0.0)
     amps = [0.3, 0.3] + [0.01] * 6 + [0.9, 0.9] + [0.01] * 4
     x = np.concatenate([signal(1.0, seed=i, amp=a) for i, a in enumerate(amps)])
@@ -546,7 +550,7 @@ def test_chorus_model_final_equals_detect():
 
     model = dataclasses.replace(nets.tiny(), n_chroma=12, n_repetition=7, track_norm=True,
                                 chorus_logits=True)
-    det = Detector(DetectConfig(device="cpu"), checkpoint.untrained(model, LABELS, seed=2))
+    det = Detector(DetectConfig(device=TEST_DEVICE), checkpoint.untrained(model, LABELS, seed=2))
     h = Harness(det, provisional_min_interval_s=0.0)
     x = signal(40.0, seed=4)
     n = int(0.7 * SR)  # pieces that divide nothing

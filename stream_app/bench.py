@@ -26,6 +26,8 @@ Phases, in order (each prints a progress line on stderr):
    rounds; the worker's RSS then, minus its idle RSS, per open track; and the
    size of the serialised :class:`~stream_app.tracks.TrackRecord` that its
    table (and the changelog topic) stores per track.
+6. **changelog**: the bytes the table's changelog receives per track, per
+   audio minute, for 1, 5 and 20 minute tracks (:mod:`stream_app.changelog_size`).
 
 Everything runs in one invocation and is shut down before it returns.
 """
@@ -123,6 +125,8 @@ def run_bench(cfg: BenchConfig, *, progress: TextIO = sys.stderr) -> dict:
         if cfg.profile_seconds > 0:
             out["profile"] = profile_phase(detect_cfg, ckpt, cfg.profile_seconds, say=say)
         out.update(_streaming_phases(cfg, detector, ckpt_path, songs, work, say=say))
+        from stream_app.changelog_size import bench_phase
+        out["changelog"] = bench_phase(detector, say=say)
         st, off = out["streaming"], out["offline"]
         st["ratio_to_offline"] = _r(st["audio_s_per_s"] / off["audio_s_per_s"])
         st["cpu_ratio_to_offline"] = _r(sum(st["cpu_s"].values()) / st["audio_s"]
@@ -583,6 +587,7 @@ def memory_phase(worker: _Worker, songs: list[Path], cfg: BenchConfig, detector,
     """
     from models.audio import decode
     from stream_app.ingest import check_chunk_seconds
+    from stream_app.changelog_size import stored_bytes
     from stream_app.tracks import TrackRecord
 
     n_frames = check_chunk_seconds(cfg.chunk_seconds)
@@ -614,8 +619,9 @@ def memory_phase(worker: _Worker, songs: list[Path], cfg: BenchConfig, detector,
            "rss_per_track_kb": _r((opened - idle) / m / 1024),
            "rss_marginal_kb": _r((opened - rss[first]) / (m - first) / 1024) if first else None,
            "rss_traffic_kb": _r((idle - before) / closed / 1024),
-           "record_bytes": len(record.to_bytes()),
-           "record_bytes_full_track": len(TrackRecord("full", state=full).to_bytes()),
+           "record_bytes": stored_bytes(record, context_chunks=scorer.cfg.context_chunks),
+           "record_bytes_full_track": stored_bytes(TrackRecord("full", state=full),
+                                                   context_chunks=scorer.cfg.context_chunks),
            "full_track_s": _r(cfg.seconds - cfg.chunk_seconds)}
     say(f"memory: RSS idle {idle / 2**20:.0f} MB, {opened / 2**20:.0f} MB with {m} open tracks: "
         f"{out['rss_per_track_kb']:.0f} KB per track ({out['rss_marginal_kb']} KB marginal, "
@@ -890,6 +896,9 @@ def format_report(r: dict) -> str:
             lines.append(f"  {label:<22}{m['total_s']:8.2f}{stg['mel']:8.2f}{stg['cnn']:8.2f}"
                          f"{stg['lstm']:8.2f}{stg['window']:8.2f}{stg['other']:8.2f}"
                          f"{m['audio_s_per_s']:8.0f}")
+    if "changelog" in r:
+        from stream_app.changelog_size import report_lines
+        lines += [""] + report_lines(r["changelog"])
     lines += ["", f"total {r['total_s']:.0f} s"]
     return "\n".join(lines)
 

@@ -78,7 +78,8 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     table = app.Table(TABLE, default=None, partitions=settings.partitions,
                       key_type=bytes, value_type=bytes, use_partitioner=True)
     processor = Processor(detector, settings.stream, metrics)
-    records_table = RecordTable(table, context_chunks=detector.scorer.cfg.context_chunks)
+    records_table = RecordTable(table, context_chunks=detector.scorer.cfg.context_chunks,
+                                segment_chunks=settings.stream.state_segment_chunks)
     health = health or Health(stall_after_s=settings.worker.stall_after_s)
     health.readiness = lambda: _readiness(app, owned_partitions)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")

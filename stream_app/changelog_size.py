@@ -2,7 +2,8 @@
 
 :func:`changelog_bytes` streams synthetic tracks through the worker's own
 :class:`~stream_app.processor.Processor` in 2 s chunk events, one event per
-batch (the most writes a track can cause), and stores every outcome in a
+batch (the most writes a track can cause), with the default settings
+(``configs/stream.yaml``'s ``stream.state_segment_chunks``), and stores every outcome in a
 :class:`~stream_app.tracks.RecordTable` over a dict, which counts the key and
 value bytes of every write: what the ``track-state`` changelog receives for
 the track, from its first chunk to its end marker. No broker is needed.
@@ -69,8 +70,10 @@ def report_lines(c: dict) -> list[str]:
 
 
 def stored_bytes(record: TrackRecord, *, context_chunks: int) -> int:
-    """Key and value bytes a table holds for ``record`` (its head and segments)."""
-    table = RecordTable({}, context_chunks=context_chunks)
+    """Key and value bytes a table holds for ``record`` (its head and segments), with the
+    default ``stream.state_segment_chunks``."""
+    table = RecordTable({}, context_chunks=context_chunks,
+                        segment_chunks=StreamSettings().state_segment_chunks)
     table.save(record)
     return sum(len(k) + len(v) for k, v in table.table.items())
 
@@ -80,10 +83,11 @@ def _one_track(detector: Detector, minutes: float, *, piece_s: float, seed: int)
     x = _signal(minutes * 60.0, sr, seed)
     piece = int(piece_s * sr)
     n = -(-len(x) // piece)
-    proc = Processor(detector, StreamSettings(provisional_min_interval_s=0.0),
-                     Metrics(CollectorRegistry()))
+    stream = StreamSettings(provisional_min_interval_s=0.0)
+    proc = Processor(detector, stream, Metrics(CollectorRegistry()))
     store = _SizeTable()
-    table = RecordTable(store, context_chunks=detector.scorer.cfg.context_chunks)
+    table = RecordTable(store, context_chunks=detector.scorer.cfg.context_chunks,
+                        segment_chunks=stream.state_segment_chunks)
     tid = f"changelog-{minutes:g}min"
     started = time.perf_counter()
     segments = 0

@@ -15,7 +15,7 @@ track grow linearly with its length:
 - a segment holds rows of the growing arrays (``TrackState.GROWING``: chunk
   vectors, slot energy, logits no step rewrites any more) that no earlier
   segment holds. A new one is written once ``segment_chunks`` new chunks have
-  collected in the head, and never changes.
+  collected in the head (``stream.state_segment_chunks``), and never changes.
 
 Reading a record joins head and segments back into exactly the state that was
 written (every array bitwise equal). The segment is written before the head
@@ -43,7 +43,6 @@ from stream_app.table_keys import head_key, is_segment, parse_segment, segment_k
 
 RECORD_VERSION = 2  # 2: head + append-only segments (1: the whole state in one value)
 MAX_SKIPPED = 256  # seqs declared lost that a record remembers (the latest), to tell "late" chunks
-SEGMENT_CHUNKS = 10  # chunks (30 s) collected in the head before they move to a segment
 _LEN = struct.Struct(">I")
 
 Write = tuple[bytes, "bytes | None"]  # (key, value); None: delete the key (a tombstone)
@@ -73,12 +72,14 @@ class TrackRecord:
     state: TrackState | None = field(default=None, repr=False)
     stored: Stored = Stored()  # what the table's segments hold of this record (as read)
 
-    def writes(self, *, context_chunks: int, segment_chunks: int = SEGMENT_CHUNKS
+    def writes(self, *, context_chunks: int, segment_chunks: int
                ) -> tuple["TrackRecord", list[Write]]:
         """The table writes that store this record, in order, and the record as stored.
 
         ``context_chunks``: the scorer's, i.e. how many of the last logits a
-        step may still rewrite (they stay in the head).
+        step may still rewrite (they stay in the head). ``segment_chunks``: new
+        chunks the head collects before they move to a segment
+        (``stream.state_segment_chunks``).
         """
         if self.state is None:  # a marker: the head alone, the segments deleted
             marker = replace(self, stored=Stored())
@@ -150,7 +151,7 @@ class RecordTable:
     """
 
     def __init__(self, table: MutableMapping[bytes, bytes], *, context_chunks: int,
-                 segment_chunks: int = SEGMENT_CHUNKS):
+                 segment_chunks: int):
         self.table = table
         self.context_chunks = context_chunks
         self.segment_chunks = segment_chunks

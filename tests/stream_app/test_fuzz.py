@@ -78,7 +78,7 @@ def run(detector, batches: list[list[tuple[bytes | None, bytes]]]):
     registry = CollectorRegistry()
     proc = Processor(detector, StreamSettings(provisional_min_interval_s=0.0), Metrics(registry),
                      clock=lambda: 1e6, monotonic=lambda: 0.0)
-    table = RecordTable({}, context_chunks=detector.scorer.cfg.context_chunks)
+    table = RecordTable({}, context_chunks=detector.scorer.cfg.context_chunks, segment_chunks=1)
     finals, dead, offset = {}, [], 0
     for batch in batches:
         msgs = []

@@ -69,7 +69,8 @@ class Harness:
         self.proc = Processor(detector, StreamSettings(**stream), Metrics(self.registry),
                               clock=self.clock, monotonic=self.clock)
         self.store: dict[bytes, bytes] = {}
-        self.records = RecordTable(self.store, context_chunks=detector.scorer.cfg.context_chunks)
+        self.records = RecordTable(self.store, context_chunks=detector.scorer.cfg.context_chunks,
+                                   segment_chunks=2)  # a segment every 2 chunks (6 s)
         self.highlights: list[dict] = []
         self.dead: list[dict] = []
         self.sent: list[Incoming] = []

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -82,9 +82,30 @@ class TrackState:
     slot_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # complete chunks' slots
     version: int = STATE_VERSION
 
+    # The arrays that grow with the track, along axis 0 (a row per chunk, or per slot). A row,
+    # once there, never changes, except the last ``context_chunks`` logits, which every step's
+    # provisional refresh rewrites. Every other field is bounded (tail, pending frames,
+    # counters, carries) and needs no mention anywhere to be stored with the track's head.
+    GROWING: ClassVar[tuple[str, ...]] = ("embeddings", "slot_energy", "logits")
+
     @property
     def n_chunks(self) -> int:
         return len(self.logits)
+
+    def rows(self) -> dict[str, int]:
+        """Rows of each growing array."""
+        return {name: _rows(getattr(self, name)) for name in self.GROWING}
+
+    def drop_rows(self, rows: Mapping[str, int]) -> "TrackState":
+        """This state without the first ``rows[name]`` rows of each growing array."""
+        return replace(self, **{name: getattr(self, name)[rows[name]:] for name in self.GROWING
+                                if rows.get(name) and getattr(self, name) is not None})
+
+    def join_rows(self, prefix: Mapping[str, np.ndarray]) -> "TrackState":
+        """``prefix[name]`` rows, then this state's rows, of each growing array (undoes
+        :meth:`drop_rows`; a concatenation, so every value is bitwise the same)."""
+        return replace(self, **{name: np.concatenate([prefix[name], getattr(self, name)])
+                                for name in self.GROWING if name in prefix and len(prefix[name])})
 
     def to_bytes(self) -> bytes:
         """Serialise (safetensors container; no pickle)."""
@@ -116,6 +137,10 @@ class TrackState:
                    pending_energy=arrays["pending_energy"],
                    pending_chroma=arrays.get("pending_chroma"), embeddings=arrays.get("embeddings"),
                    logits=arrays["logits"], slot_energy=arrays["slot_energy"], version=version)
+
+
+def _rows(a: np.ndarray | None) -> int:
+    return 0 if a is None else len(a)
 
 
 def _metadata(data: bytes) -> dict:

@@ -12,11 +12,13 @@ the table drops every key of a partition no longer assigned, the ones this
 worker wrote itself included (``faust_patches.OwnedMemoryStore``), and the
 idle sweep skips keys of partitions it does not own.
 
-The table uses the producer's key partitioner for its changelog (not the
-current event's partition) because one batch holds events of many
-partitions; producers must therefore key chunk events by track id with
-Kafka's default partitioner, as ``hookstream ingest`` and every standard
-client do.
+The table partitions its changelog by track id with Kafka's default
+partitioner (not by the current event's partition, because one batch holds
+events of many partitions; ``faust_patches.OwnedTable.partition_for_key``);
+producers must therefore key chunk events by track id with Kafka's default
+partitioner, as ``hookstream ingest`` and every standard client do. A track's
+record is a head plus append-only segments (:mod:`stream_app.tracks`), all
+in its track id's partition.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from stream_app.health import Health
 from stream_app.metrics import Metrics
 from stream_app.processor import Incoming, Outcome, Processor
 from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs
-from stream_app.tracks import TrackRecord
+from stream_app.tracks import RecordTable, TrackRecord
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     table = app.Table(TABLE, default=None, partitions=settings.partitions,
                       key_type=bytes, value_type=bytes, use_partitioner=True)
     processor = Processor(detector, settings.stream, metrics)
+    records_table = RecordTable(table, context_chunks=detector.scorer.cfg.context_chunks,
+                                segment_chunks=settings.stream.state_segment_chunks)
     health = health or Health(stall_after_s=settings.worker.stall_after_s)
     health.readiness = lambda: _readiness(app, owned_partitions)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
@@ -85,11 +89,8 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.chunks}
 
     def load(track_id: str) -> TrackRecord | None:
-        raw_record = table.get(track_id.encode())
-        if raw_record is None:
-            return None
         try:
-            return TrackRecord.from_bytes(raw_record)
+            return records_table.load(track_id)
         except Exception:
             log.exception("unreadable record for track %r; starting it afresh", track_id)
             return None
@@ -97,9 +98,9 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     async def publish(outcome: Outcome) -> None:
         for tid, record in outcome.records.items():
             if record is None:
-                table.pop(tid.encode(), None)
+                records_table.delete(tid)
             else:
-                table[tid.encode()] = record.to_bytes()
+                records_table.save(record)
         for e in outcome.highlights:
             await highlights.send(key=e["track_id"].encode(), value=events.encode_highlight(e))
             metrics.highlights.labels(e["kind"]).inc()
@@ -109,7 +110,7 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
             await dead_letters.send(key=events.dead_letter_key(d), value=events.encode_dead_letter(d))
         mine = owned_partitions()
         ended = open_ = 0
-        for k, v in table.items():
+        for k, v in records_table.heads():
             if v and key_partition(k, settings.partitions) in mine:
                 if _ended(v):
                     ended += 1
@@ -162,7 +163,10 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
             records = {}
             now = time.time()
             mine = owned_partitions()
-            for key, value in list(table.items()):
+            for key in records_table.orphans():
+                if key_partition(key, settings.partitions) in mine:
+                    table.pop(key, None)
+            for key, value in records_table.heads():
                 if key_partition(key, settings.partitions) not in mine:
                     continue  # another worker's track (a standby copy, or not dropped yet)
                 try:
@@ -172,10 +176,10 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                     else:
                         due = now - max(head["last_seen"], since) >= settings.stream.idle_timeout_s
                     if due:
-                        records[key.decode()] = TrackRecord.from_bytes(value)
+                        records[key.decode()] = records_table.load(key.decode())
                 except Exception:
                     log.exception("dropping unreadable record %r", key)
-                    table.pop(key, None)
+                    table.pop(key, None)  # its segments are orphans now: the next sweep drops them
             if records:
                 outcome = await loop.run_in_executor(
                     executor, functools.partial(processor.sweep, records, active_since=since))

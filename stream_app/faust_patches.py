@@ -25,6 +25,8 @@ from faust.tables import Table, recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from yarl import URL
 
+from stream_app.table_keys import partition_key
+
 log = logging.getLogger(__name__)
 
 # The distributions these patches were written against (pinned in pyproject.toml).
@@ -47,6 +49,7 @@ PATCHED = {
     "faust.tables.recovery:Recovery.on_recovery_completed": "(self, generation_id=0)",
     "faust.tables:TableManager.recovery": "property",
     "faust.tables:Table._new_store_by_url": "(self, url)",
+    "faust.tables:Table.partition_for_key": "(self, key)",
     "faust.stores.memory:Store.__init__":
         "(self, url, app, table, *, table_name='', key_type=None, value_type=None, "
         "key_serializer=None, value_serializer=None, options=None, **kwargs)",
@@ -60,12 +63,20 @@ PRIVATE_ATTRIBUTES = [
     ("faust.tables:TableManager", "_recovery", "__init__"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "__init__"),
 ]
+# Faust methods that must keep calling a method the patches override: (module:class, caller,
+# callee).
+CALLERS = [
+    ("faust.tables:Table", "on_key_set", "partition_for_key"),
+    ("faust.tables:Table", "on_key_del", "partition_for_key"),
+]
 
 
 @functools.lru_cache(maxsize=65536)
 def key_partition(key: bytes, partitions: int) -> int:
-    """The partition of ``key`` under Kafka's default (murmur2) partitioner, as producers use."""
-    return (murmur2(bytes(key)) & 0x7FFFFFFF) % partitions
+    """The partition of a table key: its track id's under Kafka's default (murmur2)
+    partitioner, as producers use (a segment key goes with its track's head,
+    :mod:`stream_app.table_keys`)."""
+    return (murmur2(partition_key(key)) & 0x7FFFFFFF) % partitions
 
 
 # --- Ownership: a worker keeps only tracks of partitions it owns --------------------------------
@@ -97,7 +108,19 @@ class OwnedMemoryStore(memory.Store):
 
 
 class OwnedTable(Table):
-    """A table on :class:`OwnedMemoryStore` (for the ``memory://`` store)."""
+    """A table on :class:`OwnedMemoryStore` (for the ``memory://`` store), whose changelog
+    partition is the key's track id's (:func:`key_partition`).
+
+    With ``use_partitioner`` Faust leaves the partition to the producer, which
+    hashes the whole key: a track's segment keys would scatter over the
+    partitions, away from its head. The explicit partition is the producer's
+    choice for a head key, and the head's for a segment key.
+    """
+
+    def partition_for_key(self, key):
+        if not self.use_partitioner:
+            return super().partition_for_key(key)
+        return key_partition(key, self.partitions or self.app.conf.topic_partitions)
 
     def _new_store_by_url(self, url):
         if URL(url).scheme != "memory":

@@ -125,6 +125,7 @@ class StreamSettings:
     max_channels: int = 2
     top_k: int = 3  # highlights listed in a final event (non-overlapping, best first)
     finished_retention_s: float = 3600.0  # end-of-track markers are kept this long (late chunks)
+    state_segment_chunks: int = 10  # new chunks a track's table head holds before a segment (tracks.py)
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,8 @@ def _stream(v: dict) -> StreamSettings:
         top_k=_int("stream.top_k", v.get("top_k", d.top_k), lo=1),
         finished_retention_s=_float("stream.finished_retention_s",
                                     v.get("finished_retention_s", d.finished_retention_s), lo=0.0),
+        state_segment_chunks=_int("stream.state_segment_chunks",
+                                  v.get("state_segment_chunks", d.state_segment_chunks), lo=1),
     )
 
 

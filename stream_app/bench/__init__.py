@@ -26,6 +26,8 @@ Phases, in order (each prints a progress line on stderr):
    rounds; the worker's RSS then, minus its idle RSS, per open track; and the
    size of the serialised :class:`~stream_app.tracks.TrackRecord` that its
    table (and the changelog topic) stores per track.
+6. **changelog**: the bytes the table's changelog receives per track, per
+   audio minute, for 1, 5 and 20 minute tracks (:mod:`stream_app.changelog_size`).
 
 Everything runs in one invocation and is shut down before it returns.
 """

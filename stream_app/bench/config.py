@@ -11,7 +11,7 @@ SYNTH_BARS = 52  # bars in models.examples.synth_song's plan (4+8+8+8+8+4+8+4)
 WARMUP_SECONDS = 8.0
 PROFILE_PIECE_S = 2.0
 ROUND_EVENTS = 64  # chunk events per round in the memory phase (the worker's default batch)
-PHASES = ("offline", "profile", "streaming", "latency", "memory")  # in the order they run
+PHASES = ("offline", "profile", "streaming", "latency", "memory", "changelog")  # in the order they run
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -30,6 +30,7 @@ def memory_phase(worker: WorkerHandle, songs: list[Path], cfg: BenchConfig, dete
     """
     from models.audio import decode
     from stream_app.ingest import check_chunk_seconds
+    from stream_app.changelog_size import stored_bytes
     from stream_app.tracks import TrackRecord
 
     n_frames = check_chunk_seconds(cfg.chunk_seconds)
@@ -61,8 +62,9 @@ def memory_phase(worker: WorkerHandle, songs: list[Path], cfg: BenchConfig, dete
            "rss_per_track_kb": sig((opened - idle) / m / 1024),
            "rss_marginal_kb": sig((opened - rss[first]) / (m - first) / 1024) if first else None,
            "rss_traffic_kb": sig((idle - before) / closed / 1024),
-           "record_bytes": len(record.to_bytes()),
-           "record_bytes_full_track": len(TrackRecord("full", state=full).to_bytes()),
+           "record_bytes": stored_bytes(record, context_chunks=scorer.cfg.context_chunks),
+           "record_bytes_full_track": stored_bytes(TrackRecord("full", state=full),
+                                                   context_chunks=scorer.cfg.context_chunks),
            "full_track_s": sig(cfg.seconds - cfg.chunk_seconds)}
     say(f"memory: RSS idle {idle / 2**20:.0f} MB, {opened / 2**20:.0f} MB with {m} open tracks: "
         f"{out['rss_per_track_kb']:.0f} KB per track ({out['rss_marginal_kb']} KB marginal, "

@@ -76,6 +76,10 @@ def format_report(r: dict) -> str:
             lines.append(f"  {label:<22}{m['total_s']:8.2f}{stg['mel']:8.2f}{stg['cnn']:8.2f}"
                          f"{stg['lstm']:8.2f}{stg['window']:8.2f}{stg['other']:8.2f}"
                          f"{m['audio_s_per_s']:8.0f}")
+    if "changelog" in r:
+        from stream_app.changelog_size import report_lines
+
+        lines += [""] + report_lines(r["changelog"])
     lines += ["", f"total {r['total_s']:.0f} s"]
     return "\n".join(lines)
 

@@ -63,6 +63,10 @@ def run_bench(cfg: BenchConfig, *, progress: TextIO = sys.stderr) -> dict:
         if not cfg.sweep and {"streaming", "latency", "memory"} & set(cfg.phases):
             out.update(_streaming_phases(cfg, detector, ckpt_path, detect_yaml, songs, work,
                                          say=say))
+        if not cfg.sweep and "changelog" in cfg.phases:
+            from stream_app.changelog_size import bench_phase
+
+            out["changelog"] = bench_phase(detector, say=say)
         if "streaming" in out and "offline" in out:
             st, off = out["streaming"], out["offline"]
             st["ratio_to_offline"] = sig(st["audio_s_per_s"] / off["audio_s_per_s"])

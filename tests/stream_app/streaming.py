@@ -46,7 +46,9 @@ def worker_config(broker, work: Path, *, name: str = "stream.yaml", **stream):
     cfg["topics"] = {"chunks": f"chunks-{tag}", "highlights": f"highlights-{tag}",
                      "dead_letter": f"chunks-{tag}.dlq"}
     cfg["kafka"]["bootstrap"] = broker.bootstrap
-    cfg["stream"].update(dict(idle_timeout_s=3, provisional_min_interval_s=0), **stream)
+    # Segments every 2 chunks: restarts and rebalances recover tracks from head + segments.
+    cfg["stream"].update(dict(idle_timeout_s=3, provisional_min_interval_s=0,
+                              state_segment_chunks=2), **stream)
     config = work / name
     config.write_text(yaml.safe_dump(cfg))
     return load_settings(config), config, f"hookstream-test-{tag}"

@@ -40,7 +40,7 @@ def test_bench_json_smoke(tiny_checkpoint, capsys):
 
     assert r["checkpoint"]["name"].startswith("untrained-huang")
     assert set(r) >= {"checkpoint", "machine", "args", "offline", "profile", "streaming",
-                      "latency", "memory", "total_s"}
+                      "latency", "memory", "changelog", "total_s"}
     off = r["offline"]
     assert off["tracks"] == 2 and off["audio_s"] == pytest.approx(40.0, abs=0.01)
     for key in ("decode_s", "score_s", "audio_s_per_s", "score_audio_s_per_s"):
@@ -61,6 +61,9 @@ def test_bench_json_smoke(tiny_checkpoint, capsys):
         assert mem[key] > 0, key
     for mode in ("whole", "streamed"):
         assert r["profile"][mode]["total_s"] > 0
+    per_min = r["changelog"]["bytes_per_audio_min"]
+    assert set(per_min) == {"1", "5", "20"} and all(v > 0 for v in per_min.values())
+    assert r["changelog"]["tracks"]["20"]["audio_s"] == 1200.0
     assert "bench [" in out.err and "worker and broker stopped" in out.err
     assert _children() <= before  # worker and broker are gone
 
@@ -95,11 +98,17 @@ def test_report_renders_every_section():
                    "rss_per_track_kb": 2560.0, "rss_marginal_kb": None, "rss_traffic_kb": 10.0,
                    "record_bytes": 85880, "record_bytes_full_track": 54277,
                    "full_track_s": 118.0},
+        "changelog": {"piece_s": 2.0, "bytes_per_audio_min": {"1": 1_520_000, "20": 1_440_000},
+                      "tracks": {m: {"bytes": b, "writes": w, "max_head_bytes": 81_000,
+                                     "segments": n}
+                                 for m, b, w, n in (("1", 1_520_000, 30, 1),
+                                                    ("20", 28_800_000, 600, 39))}},
         "total_s": 100.0,
     }
     text = bench.format_report(sample)
     for phrase in ("offline detect", "streaming, full speed", "latency:", "memory:",
-                   "85,880 B", "n/a"):
+                   "85,880 B", "n/a", "table changelog per track",
+                   " 20 min:   1.44 MB per audio minute (28.8 MB in 600 writes"):
         assert phrase in text
 
 

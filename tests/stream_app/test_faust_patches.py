@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stream_app import faust_patches
-from stream_app.faust_patches import PATCHED, PINNED, PRIVATE_ATTRIBUTES
+from stream_app.faust_patches import CALLERS, PATCHED, PINNED, PRIVATE_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,6 +73,13 @@ def test_private_attribute_is_still_set(owner, attribute, where):
         f"{owner}.{where} no longer sets self.{attribute}; stream_app/faust_patches.py reads it")
 
 
+@pytest.mark.parametrize("owner,caller,callee", CALLERS)
+def test_faust_still_calls_the_overridden_method(owner, caller, callee):
+    source = inspect.getsource(getattr(resolve(owner), caller))
+    assert f"self.{callee}(" in source, (
+        f"{owner}.{caller} no longer calls self.{callee}; stream_app/faust_patches.py overrides it")
+
+
 def test_patches_subclass_what_they_replace():
     from faust.stores import memory
     from faust.tables import Table, TableManager, recovery
@@ -104,8 +111,35 @@ def test_owned_store_drops_keys_of_partitions_not_assigned(tmp_path):
     keys = {p: next(k for k in (f"k{i}".encode() for i in range(100))
                     if faust_patches.key_partition(k, 4) == p) for p in range(4)}
     store.data.update({k: b"live" for k in keys.values()})  # written by this worker
+    store.data.update({k + b"\xff0": b"segment" for k in keys.values()})  # their segments
     store.data[b"loaded"] = b"x"
     store._key_partition[b"loaded"] = 3  # recovered from partition 3 of the changelog
     changelog = table.changelog_topic.get_topic_name()
     asyncio.run(store.on_recovery_completed({TP(changelog, 0)}, {TP(changelog, 1)}))
-    assert set(store.data) == {keys[0], keys[1]}
+    assert set(store.data) == {keys[0], keys[1], keys[0] + b"\xff0", keys[1] + b"\xff0"}
+
+
+def test_segment_keys_go_to_their_tracks_changelog_partition(tmp_path):
+    """A head key goes where Kafka's default partitioner puts it; its segments follow it."""
+    import faust
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from stream_app.table_keys import head_key, segment_key
+
+    app = faust.App("patch-test-2", store="memory://", Table=faust_patches.OwnedTable,
+                    datadir=str(tmp_path), web_enabled=False)
+    table = app.Table("t", partitions=8, key_type=bytes, value_type=bytes, use_partitioner=True)
+    sent = []
+    table.send_changelog = lambda partition, key, value, *a, **kw: sent.append((partition, key)) or \
+        type("Fut", (), {"message": type("M", (), {"partition": partition})()})()
+    parts = set()
+    for tid in ("a", "song-17", "Ünïcode ♪", "x" * 256):
+        want = DefaultPartitioner()(head_key(tid), list(range(8)), list(range(8)))
+        table.on_key_set(head_key(tid), b"head")
+        table.on_key_set(segment_key(tid, 3), b"segment")
+        table.on_key_del(segment_key(tid, 3))
+        assert sent[-3:] == [(want, head_key(tid)), (want, segment_key(tid, 3)),
+                             (want, segment_key(tid, 3))], tid
+        assert faust_patches.key_partition(segment_key(tid, 12), 8) == want
+        parts.add(want)
+    assert len(parts) > 1  # (the ids do not all share one partition: the check can fail)

@@ -24,7 +24,7 @@ from stream_app.events import EventError, decode_chunk, encode_chunk
 from stream_app.metrics import Metrics
 from stream_app.processor import Incoming, Processor
 from stream_app.settings import StreamSettings
-from stream_app.tracks import TrackRecord
+from stream_app.tracks import RecordTable
 
 SR = 22050
 EXAMPLES = int(os.environ.get("HOOKSTREAM_FUZZ_EXAMPLES", "60"))
@@ -78,7 +78,7 @@ def run(detector, batches: list[list[tuple[bytes | None, bytes]]]):
     registry = CollectorRegistry()
     proc = Processor(detector, StreamSettings(provisional_min_interval_s=0.0), Metrics(registry),
                      clock=lambda: 1e6, monotonic=lambda: 0.0)
-    table: dict[str, bytes] = {}
+    table = RecordTable({}, context_chunks=detector.scorer.cfg.context_chunks, segment_chunks=1)
     finals, dead, offset = {}, [], 0
     for batch in batches:
         msgs = []
@@ -91,14 +91,14 @@ def run(detector, batches: list[list[tuple[bytes | None, bytes]]]):
                 tid = m.key.decode() if m.key is not None else None
             except UnicodeDecodeError:
                 continue
-            if tid is not None and tid in table:
-                records[tid] = TrackRecord.from_bytes(table[tid])
+            if tid is not None:
+                records[tid] = table.load(tid)
         out = proc.process(msgs, records)
         for tid, record in out.records.items():
             if record is None:
-                table.pop(tid, None)
+                table.delete(tid)
             else:
-                table[tid] = record.to_bytes()
+                table.save(record)
         finals.update({e["track_id"]: e for e in out.highlights if e["kind"] == "final"})
         dead += out.dead_letters
     return finals, dead, registry, offset

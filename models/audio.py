@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from models.errors import InputError
+from models.resample import resample
 
 SAMPLE_RATE = 22_050
 MAX_DURATION_S = 20 * 60.0
@@ -30,7 +31,8 @@ def decode(
     Parameters
     ----------
     path : file to read (wav, flac, ogg, mp3, or anything librosa/audioread reads)
-    sr : target sample rate in Hz; other rates are resampled (soxr, high quality)
+    sr : target sample rate in Hz; other rates are resampled by :func:`models.resample.resample`,
+        the implementation the streaming worker uses chunk by chunk
     max_duration_s : longest accepted audio in seconds (checked before resampling)
 
     Returns
@@ -56,10 +58,8 @@ def decode(
         signal = signal.mean(axis=0)
     if not np.all(np.isfinite(signal)):
         raise InputError(f"{path}: audio contains NaN or infinite samples")
-    if native_sr != sr:
-        import librosa
-
-        signal = librosa.resample(signal, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+    if native_sr != sr:  # the worker's streaming resampler, fed the whole signal at once
+        signal = resample(np.ascontiguousarray(signal, dtype=np.float32), native_sr, sr)
     return np.ascontiguousarray(signal, dtype=np.float32)
 
 

@@ -104,10 +104,10 @@ def detect(source: str | os.PathLike | np.ndarray, *, sample_rate: int | None = 
         return found if track_id is None else replace(found, track_id=track_id)
     samples = _mono(source, sample_rate, name=track_id or "samples")
     rate = det.ckpt.mel.sample_rate
-    if sample_rate != rate:
-        import soxr
+    if sample_rate != rate:  # what decode does to a file, and the worker to a stream
+        from models.resample import resample
 
-        samples = soxr.resample(samples, sample_rate, rate, quality="HQ").astype(np.float32)
+        samples = resample(samples, sample_rate, rate)
     return det.detect_samples(track_id or "track", samples)
 
 
@@ -133,10 +133,10 @@ class Stream:
     the first 3 s chunk is complete). The backward half of the attention
     needs the future, so provisional spans may move as audio arrives (see
     :mod:`models.scorer`); ``finish`` runs the whole-track attention once and
-    equals :func:`detect` on the concatenated samples at the model's rate
-    (22,050 Hz). At other rates the pieces go through a streaming resampler
-    (soxr), whose output differs from a whole-signal resampling by float
-    rounding only near the cut points.
+    equals :func:`detect` on the concatenated samples. At another rate than
+    the model's 22,050 Hz the pieces go through the track's streaming
+    resampler (:mod:`models.resample`, part of the state), whose output equals
+    :func:`detect`'s whole-signal resampling whatever the piece sizes.
 
     The state is a plain value (``stream.state``, a
     :class:`models.scorer.TrackState` with ``to_bytes``/``from_bytes``), so a
@@ -150,19 +150,13 @@ class Stream:
         self.sample_rate = rate if sample_rate is None else sample_rate
         _mono(np.zeros(0, np.float32), self.sample_rate, name=track_id)  # validates the rate
         self.track_id = track_id
-        self.state = self.detector.scorer.init_state(track_id)
-        self._resampler = None
-        if self.sample_rate != rate:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(self.sample_rate, rate, 1, dtype="float32",
-                                                  quality="HQ")
+        self.state = self.detector.scorer.init_state(track_id, sample_rate=self.sample_rate)
         self._done: Detection | None = None
 
     @property
     def audio_s(self) -> float:
         """Seconds of audio received so far."""
-        return self.state.n_samples / self.detector.ckpt.mel.sample_rate
+        return self.state.received_samples / self.sample_rate
 
     def push(self, samples: np.ndarray) -> Highlight | None:
         """Feed the next piece (shape (n,) or (n, channels), at ``sample_rate``).
@@ -173,8 +167,6 @@ class Stream:
         if self._done is not None:
             raise InputError(f"track {self.track_id!r}: finished; start a new Stream")
         x = _mono(samples, self.sample_rate, name=f"track {self.track_id!r}")
-        if self._resampler is not None:
-            x = self._resampler.resample_chunk(x, last=False)
         self.state = self.detector.scorer.step([(self.state, x)])[0]
         return self.provisional()
 
@@ -186,9 +178,6 @@ class Stream:
     def finish(self) -> Detection:
         """End the track: the final highlight (idempotent)."""
         if self._done is None:
-            if self._resampler is not None:
-                tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-                self.state = self.detector.scorer.step([(self.state, tail)])[0]
             scores = self.detector.scorer.finalize([self.state])[0]
             self._done = Detection(self.track_id, self.detector.highlight(scores), scores,
                                    self.detector.scorer.model_name)

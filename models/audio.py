@@ -1,4 +1,5 @@
-"""Audio in: decode any file soundfile or librosa can read to mono float32 at 22,050 Hz.
+"""Audio in: decode any file soundfile or librosa can read to mono float32 at 22,050 Hz
+(:func:`decode`), or as it is, at its own rate and channels (:func:`decode_native`).
 
 Every rejection raises :class:`~models.errors.InputError` naming the file and
 the reason: missing, unreadable, not audio, empty, non-finite or too long.
@@ -14,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from models.errors import InputError
+from models.resample import resample
 
 SAMPLE_RATE = 22_050
 MAX_DURATION_S = 20 * 60.0
@@ -30,12 +32,31 @@ def decode(
     Parameters
     ----------
     path : file to read (wav, flac, ogg, mp3, or anything librosa/audioread reads)
-    sr : target sample rate in Hz; other rates are resampled (soxr, high quality)
+    sr : target sample rate in Hz; other rates are resampled by :func:`models.resample.resample`,
+        the implementation the streaming worker uses chunk by chunk
     max_duration_s : longest accepted audio in seconds (checked before resampling)
 
     Returns
     -------
     np.ndarray, shape (n_samples,), dtype float32, values nominally in [-1, 1]
+    """
+    frames, native_sr = decode_native(path, max_duration_s=max_duration_s)
+    signal = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float32)
+    if native_sr != sr:  # the worker's streaming resampler, fed the whole signal at once
+        signal = resample(np.ascontiguousarray(signal, dtype=np.float32), native_sr, sr)
+    return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def decode_native(
+    path: str | os.PathLike,
+    *,
+    max_duration_s: float = MAX_DURATION_S,
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` at its own rate and channels, with :func:`decode`'s checks.
+
+    Returns
+    -------
+    (frames, sample_rate): frames of shape (n_frames, channels), float32; rate in Hz
     """
     path = Path(path)
     if not path.exists():
@@ -52,15 +73,10 @@ def decode(
         raise InputError(
             f"{path}: audio is {duration:.1f} s long, more than the maximum of {max_duration_s:.0f} s"
         )
-    if signal.ndim == 2:
-        signal = signal.mean(axis=0)
     if not np.all(np.isfinite(signal)):
         raise InputError(f"{path}: audio contains NaN or infinite samples")
-    if native_sr != sr:
-        import librosa
-
-        signal = librosa.resample(signal, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
-    return np.ascontiguousarray(signal, dtype=np.float32)
+    frames = np.atleast_2d(signal).T  # (n, channels)
+    return np.ascontiguousarray(frames, dtype=np.float32), native_sr
 
 
 def _read(path: Path) -> tuple[np.ndarray, int]:

@@ -60,8 +60,9 @@ from models.audio import validate_samples
 from models.checkpoint import Checkpoint
 from models.config import ScorerConfig
 from models.errors import InputError
+from models.resample import ResampleState, resampler
 
-STATE_VERSION = 2  # 2: pending_chroma, chunk chroma in the chunk vectors
+STATE_VERSION = 3  # 2: pending_chroma, chunk chroma in the chunk vectors; 3: source rate, resampler
 _EMBED_BATCH = 512  # chunks per CNN forward pass (bounds peak memory)
 
 _f32 = np.float32
@@ -80,6 +81,8 @@ class TrackState:
     embeddings: np.ndarray | None = None  # (C, E [+ n_chroma]) chunk vectors
     logits: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # (C,)
     slot_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # complete chunks' slots
+    sample_rate: int = 0  # the track's source rate (Hz), fixed per track; 0: the model's rate
+    resampler: ResampleState = field(default_factory=ResampleState)  # source -> model rate carry
     version: int = STATE_VERSION
 
     # The arrays that grow with the track, along axis 0 (a row per chunk, or per slot). A row,
@@ -107,10 +110,16 @@ class TrackState:
         return replace(self, **{name: np.concatenate([prefix[name], getattr(self, name)])
                                 for name in self.GROWING if name in prefix and len(prefix[name])})
 
+    @property
+    def received_samples(self) -> int:
+        """Samples received, at the source rate (``n_samples`` counts them at the model's rate)."""
+        return self.resampler.n_in
+
     def to_bytes(self) -> bytes:
         """Serialise (safetensors container; no pickle)."""
         arrays = {"tail": self.tail, "pending_energy": self.pending_energy,
-                  "logits": self.logits, "slot_energy": self.slot_energy}
+                  "logits": self.logits, "slot_energy": self.slot_energy,
+                  "resample_carry": self.resampler.carry}
         if self.pending is not None:
             arrays["pending"] = self.pending
         if self.pending_chroma is not None:
@@ -118,7 +127,8 @@ class TrackState:
         if self.embeddings is not None:
             arrays["embeddings"] = self.embeddings
         meta = {"version": str(self.version), "track_id": self.track_id,
-                "n_samples": str(self.n_samples)}
+                "n_samples": str(self.n_samples), "sample_rate": str(self.sample_rate),
+                "resample_in": str(self.resampler.n_in), "resample_out": str(self.resampler.n_out)}
         return st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
 
     @classmethod
@@ -131,12 +141,16 @@ class TrackState:
             raise InputError(f"track state: not a serialised TrackState ({exc})") from None
         if version != STATE_VERSION:
             raise InputError(f"track state of {meta.get('track_id')!r}: version {version}, "
-                             f"this hookstream reads version {STATE_VERSION}")
+                             f"this hookstream reads version {STATE_VERSION} (finish or drop the "
+                             "tracks open under the older version)")
+        resampler = ResampleState(arrays["resample_carry"], int(meta["resample_in"]),
+                                  int(meta["resample_out"]))
         return cls(track_id=meta["track_id"], n_samples=int(meta["n_samples"]),
                    tail=arrays["tail"], pending=arrays.get("pending"),
                    pending_energy=arrays["pending_energy"],
                    pending_chroma=arrays.get("pending_chroma"), embeddings=arrays.get("embeddings"),
-                   logits=arrays["logits"], slot_energy=arrays["slot_energy"], version=version)
+                   logits=arrays["logits"], slot_energy=arrays["slot_energy"],
+                   sample_rate=int(meta["sample_rate"]), resampler=resampler, version=version)
 
 
 def _rows(a: np.ndarray | None) -> int:
@@ -197,19 +211,38 @@ class Scorer:
     def slot_seconds(self) -> float:
         return self.cfg.slot_frames * self.mel_cfg.frame_seconds
 
-    def init_state(self, track_id: str) -> TrackState:
-        return TrackState(track_id=track_id,
+    def init_state(self, track_id: str, *, sample_rate: int | None = None) -> TrackState:
+        """A new track whose samples arrive at ``sample_rate`` Hz (default: the model's rate)."""
+        rate = self.mel_cfg.sample_rate if sample_rate is None else sample_rate
+        return TrackState(track_id=track_id, sample_rate=rate,
+                          resampler=self._resampler(rate).init_state(),
                           pending=np.zeros((0, self.mel_cfg.n_mels), _f32),
                           pending_chroma=np.zeros((0, self.n_chroma), _f32) if self.n_chroma else None,
                           embeddings=np.zeros((0, self._embedding_dim()), _f32))
 
     # ------------------------------------------------------------------ step
+    def _resampler(self, rate: int):
+        return resampler(rate or self.mel_cfg.sample_rate, self.mel_cfg.sample_rate)
+
     @torch.inference_mode()
     def step(self, items: Sequence[tuple[TrackState, np.ndarray]]) -> list[TrackState]:
-        """Feed new samples (mono float32 at the checkpoint's rate) to many tracks at once."""
+        """Feed new samples (mono float32 at each track's ``sample_rate``) to many tracks at once.
+
+        Samples at another rate than the model's go through the track's
+        streaming resampler (:mod:`models.resample`) first.
+        """
         ids = [s.track_id for s, _ in items]
         if len(set(ids)) != len(ids):
             raise InputError("scorer.step: a track appears twice in one batch; join its samples")
+        resampled = []
+        for state, samples in items:
+            samples = validate_samples(samples, name=f"track {state.track_id!r}")
+            y, rs_state = self._resampler(state.sample_rate).step(state.resampler, samples)
+            resampled.append((replace(state, resampler=rs_state), y))
+        return self._advance(resampled)
+
+    def _advance(self, items: Sequence[tuple[TrackState, np.ndarray]]) -> list[TrackState]:
+        """Feed samples at the model's rate: frame, embed new chunks, refresh logits."""
         staged = [self._frames(state, samples) for state, samples in items]
         embedded = self._embed_all([c for _, c, _ in staged])
         states = []
@@ -303,7 +336,7 @@ class Scorer:
     @torch.inference_mode()
     def finalize(self, states: Sequence[TrackState]) -> list[TrackScores]:
         """End tracks: embed scoreable tails, run the exact whole-track attention, batched."""
-        states = [self._with_tail(s) for s in states]
+        states = [self._with_tail(s) for s in self._flush(states)]
         lengths = [np.full(len(s.embeddings), self.cfg.chunk_frames) for s in states]
         for s, ln in zip(states, lengths):
             if len(s.pending) >= self.min_tail:
@@ -325,6 +358,21 @@ class Scorer:
                 chorusness=self._chorusness(logits.get(i, np.zeros(0, _f32))))
             for i, s in enumerate(states)
         ]
+
+    def _flush(self, states: Sequence[TrackState]) -> list[TrackState]:
+        """Score the resamplers' last samples (the input taken as zero after its end).
+
+        A whole file's resampling is a step and a flush too, so the tail is
+        what offline detection scores.
+        """
+        out = list(states)
+        tails = [(i, self._resampler(s.sample_rate).flush(s.resampler)) for i, s in enumerate(states)]
+        tails = [(i, y) for i, y in tails if len(y)]
+        if tails:
+            advanced = self._advance([(states[i], y) for i, y in tails])
+            for (i, _), s in zip(tails, advanced):
+                out[i] = s
+        return out
 
     def _with_tail(self, state: TrackState) -> TrackState:
         """Append the embedding of a scoreable final partial chunk (>= min_tail frames)."""

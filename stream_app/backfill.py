@@ -129,6 +129,7 @@ def backfill(
     on_result: Callable[[ListEntry, IngestResult | None], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     ensure: bool = True,
+    native_rate: bool = False,
 ) -> BackfillSummary:
     """Publish every file of the list; see the module docstring.
 
@@ -144,6 +145,7 @@ def backfill(
         result (None for a skipped entry)
     on_start : called once before sending with (entries in the list, of
         them already done), for a progress bar
+    native_rate : send each file at its own rate and channels (as ``ingest --native-rate``)
 
     Raises
     ------
@@ -211,7 +213,7 @@ def backfill(
                     running[pool.submit(_ingest_one, entry.path, entry.track_id, producer=producer,
                                         topic=settings.topics.chunks, n_frames=n_frames,
                                         encoding=encoding, realtime=False, on_sent=None,
-                                        stop=stop)] = entry
+                                        stop=stop, native_rate=native_rate)] = entry
                 while running:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     settle(finished)

@@ -52,7 +52,7 @@ REASONS = {
     "unknown_schema": "the header's schema version is not one this code reads",
     "bad_header": "a header field is missing, of the wrong type or out of range",
     "unsupported_encoding": "encoding is not s16le or f32le",
-    "unsupported_sample_rate": "sample_rate is not in the allowed rates",
+    "unsupported_sample_rate": "sample_rate is outside the accepted bounds",
     "unsupported_channels": "channels is more than the allowed maximum",
     "payload_length": "the payload is not a whole number of frames, or empty on a non-end chunk",
     "nonfinite_audio": "an f32le payload holds NaN or infinity",
@@ -200,12 +200,15 @@ def decode_chunk(
     key: bytes | None,
     value: bytes,
     *,
-    allowed_rates: tuple[int, ...] = (22050,),
-    max_channels: int = 2,
+    min_rate: int = 8000,
+    max_rate: int = 192000,
+    max_channels: int = 8,
 ) -> AudioChunk:
     """Decode and validate one audio chunk event.
 
-    ``key`` must be the utf-8 track id and equal the header's ``track_id``.
+    ``key`` must be the utf-8 track id and equal the header's ``track_id``;
+    ``sample_rate`` within ``[min_rate, max_rate]`` Hz, ``channels`` at most
+    ``max_channels``.
 
     Raises
     ------
@@ -242,12 +245,12 @@ def decode_chunk(
     if bytes(key) != header["track_id"].encode("utf-8"):
         raise EventError("key_mismatch", f"{where}: key {bytes(key)[:80]!r} differs from track_id "
                          f"{header['track_id']!r}")
-    if header["sample_rate"] not in allowed_rates:
+    if not min_rate <= header["sample_rate"] <= max_rate:
         raise EventError("unsupported_sample_rate", f"{where}: sample_rate {header['sample_rate']} Hz "
-                         f"is not one of {list(allowed_rates)}")
+                         f"is outside the accepted {min_rate}-{max_rate} Hz")
     if header["channels"] > max_channels:
         raise EventError("unsupported_channels", f"{where}: {header['channels']} channels, at most "
-                         f"{max_channels} accepted")
+                         f"{max_channels} accepted (1-{max_channels})")
     payload = value[_HEADER_LEN.size + n:]
     frame = ENCODINGS[header["encoding"]].itemsize * header["channels"]
     if len(payload) % frame:

@@ -4,7 +4,10 @@ Each file is decoded with :func:`models.audio.decode` (22,050 Hz mono float32)
 and cut into chunks of ``chunk_seconds``; chunk ``k`` carries samples
 ``[k*n, (k+1)*n)`` and the last chunk has ``end=true``. f32le is the default
 because the final streamed highlight must equal offline detection on the same
-file; s16le would quantise the audio.
+file; s16le would quantise the audio. With ``native_rate`` a file is sent as
+it is, at its own rate and channels (:func:`models.audio.decode_native`), and
+the worker resamples it; its chunks are then at most ``chunk_seconds`` long and
+short enough to stay under the message limit at that rate and channel count.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE, decode
+from models.audio import SAMPLE_RATE, decode, decode_native
 from models.errors import InputError
 from stream_app.events import ENCODINGS, MAX_MESSAGE_BYTES, encode_chunk
 from stream_app.settings import LATENCY, Settings, kafka_python_security_kwargs
@@ -88,6 +91,12 @@ def check_chunk_seconds(chunk_seconds: float, *, sr: int = SAMPLE_RATE, encoding
             f"{math.floor(max_chunk_seconds(sr=sr, encoding=encoding) * 100) / 100:g} s"
         )
     return n
+
+
+def native_chunk_frames(chunk_seconds: float, *, sr: int, channels: int, encoding: str = "f32le") -> int:
+    """Frames per chunk of a file sent at its own rate: ``chunk_seconds`` or less, under the limit."""
+    fits = int(max_chunk_seconds(sr=sr, encoding=encoding, channels=channels) * sr)
+    return max(1, min(chunk_frames(chunk_seconds, sr=sr), fits))
 
 
 def chunk_events(
@@ -238,6 +247,7 @@ def ingest_files(
     encoding: str = "f32le",
     on_sent: Callable[[SentChunk], None] | None = None,
     ensure: bool = True,
+    native_rate: bool = False,
 ) -> list[IngestResult]:
     """Decode and publish each file; one result per path, in order.
 
@@ -252,6 +262,7 @@ def ingest_files(
     track_ids : one per path; default each file's stem. Must be distinct.
     on_sent : called from the sending thread after each chunk is handed to the producer
     ensure : create the topics first (``ensure_topics``)
+    native_rate : send each file at its own rate and channels (default: 22,050 Hz mono)
 
     Raises
     ------
@@ -282,7 +293,7 @@ def ingest_files(
         def one(path: str, tid: str) -> IngestResult:
             return _ingest_one(path, tid, producer=producer, topic=settings.topics.chunks,
                                n_frames=n_frames, encoding=encoding, realtime=realtime,
-                               on_sent=on_sent, stop=stop)
+                               on_sent=on_sent, stop=stop, native_rate=native_rate)
 
         if not realtime or len(paths) == 1:
             return [one(p, t) for p, t in zip(paths, ids)]
@@ -346,14 +357,21 @@ def _ingest_one(
     realtime: bool,
     on_sent: Callable[[SentChunk], None] | None,
     stop: threading.Event,
+    native_rate: bool = False,
 ) -> IngestResult:
     from kafka.errors import KafkaError
 
+    sr = SAMPLE_RATE
     try:
-        samples = decode(path)
+        if native_rate:
+            samples, sr = decode_native(path)
+            n_frames = native_chunk_frames(n_frames / SAMPLE_RATE, sr=sr, channels=samples.shape[1],
+                                           encoding=encoding)
+        else:
+            samples = decode(path)
     except InputError as exc:
         return IngestResult(path, track_id, error=str(exc))  # decode names the file
-    chunk_s = n_frames / SAMPLE_RATE
+    chunk_s = n_frames / sr
     key = track_id.encode("utf-8")
     futures = []
     t0 = time.monotonic()
@@ -364,7 +382,7 @@ def _ingest_one(
             raise _Interrupted(k)
 
     try:
-        for k, end, sent_at, value in _chunks(track_id, samples, sr=SAMPLE_RATE, n_frames=n_frames,
+        for k, end, sent_at, value in _chunks(track_id, samples, sr=sr, n_frames=n_frames,
                                               encoding=encoding, clock=time.time,
                                               pace=pace if realtime else None):
             futures.append(producer.send(topic, key=key, value=value))
@@ -380,7 +398,7 @@ def _ingest_one(
     except KafkaError as exc:
         return IngestResult(path, track_id, chunks=len(futures),
                             error=f"{path}: publishing failed after {len(futures)} chunks: {exc}")
-    return IngestResult(path, track_id, chunks=len(futures), audio_s=len(samples) / SAMPLE_RATE)
+    return IngestResult(path, track_id, chunks=len(futures), audio_s=len(samples) / sr)
 
 
 

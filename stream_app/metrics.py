@@ -23,7 +23,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # reason label values of hookstream_rejected_inputs_total: the decode-time reasons of
 # stream_app/events.py (chunk events only) and the processor's sequence and scoring ones.
 REJECT_REASONS = tuple(r for r in REASONS if r != "bad_highlight") + (
-    "duplicate", "gap", "gap_too_large", "late", "after_end", "too_long", "internal_error")
+    "duplicate", "gap", "gap_too_large", "late", "after_end", "too_long", "sample_rate_changed",
+    "internal_error")
 # how label values of hookstream_tracks_finished_total (stream_app/processor.py).
 FINISH_HOWS = ("ended", "idle_timeout")
 

@@ -63,6 +63,16 @@ class _Work:
     end: bool = False
     first_received: float = 0.0
     messages: list[Incoming] = field(default_factory=list)
+    rate: int = 0  # the track's source rate (Hz): every piece is at it
+
+
+def _track_rate(item: _Work | None, record: TrackRecord | None) -> int | None:
+    """The rate a track's chunks must have: that of its first chunk (None before it)."""
+    if item is not None and item.rate:
+        return item.rate
+    if record is not None and record.state is not None:
+        return record.state.sample_rate
+    return None
 
 
 class Processor:
@@ -75,7 +85,6 @@ class Processor:
         self.metrics = metrics
         self.clock = clock
         self.monotonic = monotonic
-        self.max_samples = int(self.scorer.cfg.max_duration_s * self.scorer.mel_cfg.sample_rate)
 
     # ------------------------------------------------------------------ batch
     def process(self, batch: list[Incoming], records: dict[str, TrackRecord | None]) -> Outcome:
@@ -119,7 +128,8 @@ class Processor:
         """
         try:
             chunk = events.decode_chunk(msg.key, msg.value,
-                                        allowed_rates=self.stream.allowed_sample_rates,
+                                        min_rate=self.stream.min_sample_rate,
+                                        max_rate=self.stream.max_sample_rate,
                                         max_channels=self.stream.max_channels)
         except events.EventError as exc:
             self._reject(out, msg, exc.reason, str(exc))
@@ -138,11 +148,13 @@ class Processor:
                 "arrived after its gap was skipped" if verdict == "late"
                 else "arrived after the track's end"))
             return
-        if chunk.sample_rate != self.scorer.mel_cfg.sample_rate:
-            self._reject(out, msg, "unsupported_sample_rate",
-                         f"track {tid!r} chunk {chunk.seq}: {chunk.sample_rate} Hz, the model "
-                         f"needs {self.scorer.mel_cfg.sample_rate} Hz")
+        rate = _track_rate(item, record)
+        if rate is not None and chunk.sample_rate != rate:
+            self._reject(out, msg, "sample_rate_changed",
+                         f"track {tid!r} chunk {chunk.seq}: {chunk.sample_rate} Hz, but the "
+                         f"track's earlier chunks are at {rate} Hz (a track keeps one rate)")
             return
+        rate = chunk.sample_rate
         record = record or TrackRecord(tid)
         if verdict == "gap":
             missing = chunk.seq - record.next_seq
@@ -161,10 +173,10 @@ class Processor:
                              incomplete=True)
         samples = chunk.samples_mono()
         pending = sum(len(p) for p in item.pieces) if item else 0
-        have = record.state.n_samples if record.state else 0
+        have = record.state.received_samples if record.state else 0
         if item is None:
-            item = work[tid] = _Work(record, first_received=msg.received_at)
-        if have + pending + len(samples) > self.max_samples:
+            item = work[tid] = _Work(record, first_received=msg.received_at, rate=rate)
+        if have + pending + len(samples) > self.scorer.cfg.max_duration_s * rate:
             self._reject(out, msg, "too_long", f"track {tid!r} chunk {chunk.seq}: the track "
                          f"would exceed {self.scorer.cfg.max_duration_s:.0f} s; it is "
                          "finalized with the audio so far")
@@ -176,12 +188,12 @@ class Processor:
         item.record = replace(record, next_seq=chunk.seq + 1, last_seen=now)
         item.end = item.end or chunk.end
         self.metrics.chunks.inc()
-        self.metrics.audio_seconds.inc(len(samples) / self.scorer.mel_cfg.sample_rate)
+        self.metrics.audio_seconds.inc(len(samples) / rate)
 
     def _score(self, work: dict[str, _Work], out: Outcome, now: float) -> None:
         items = []
         for tid, w in work.items():
-            state = w.record.state or self.scorer.init_state(tid)
+            state = w.record.state or self.scorer.init_state(tid, sample_rate=w.rate)
             samples = np.concatenate(w.pieces) if w.pieces else np.zeros(0, np.float32)
             items.append((state, samples))
         started = time.perf_counter()

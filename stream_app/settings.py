@@ -121,8 +121,9 @@ class KafkaSettings:
 class StreamSettings:
     provisional_min_interval_s: float = 2.0
     idle_timeout_s: float = 60.0
-    allowed_sample_rates: tuple[int, ...] = (22050,)
-    max_channels: int = 2
+    min_sample_rate: int = 8000  # chunk events at rates outside [min, max] Hz are dead letters
+    max_sample_rate: int = 192000
+    max_channels: int = 8
     top_k: int = 3  # highlights listed in a final event (non-overlapping, best first)
     finished_retention_s: float = 3600.0  # end-of-track markers are kept this long (late chunks)
     state_segment_chunks: int = 10  # new chunks a track's table head holds before a segment (tracks.py)
@@ -316,17 +317,20 @@ def _kafka(v: dict) -> KafkaSettings:
 
 def _stream(v: dict) -> StreamSettings:
     d = StreamSettings()
-    rates = v.get("allowed_sample_rates", d.allowed_sample_rates)
-    if isinstance(rates, (int, str)) or not isinstance(rates, (list, tuple)) or not rates:
-        raise ConfigError(f"stream.allowed_sample_rates: expected a non-empty list of integers, got {rates!r}")
+    if "allowed_sample_rates" in v:
+        raise ConfigError("stream.allowed_sample_rates: replaced by stream.min_sample_rate and "
+                          "stream.max_sample_rate (the worker resamples any rate between them)")
+    lo = _int("stream.min_sample_rate", v.get("min_sample_rate", d.min_sample_rate), lo=1)
+    hi = _int("stream.max_sample_rate", v.get("max_sample_rate", d.max_sample_rate), lo=1)
+    if hi < lo:
+        raise ConfigError(f"stream.max_sample_rate: {hi} is below stream.min_sample_rate {lo}")
     return StreamSettings(
         provisional_min_interval_s=_float(
             "stream.provisional_min_interval_s", v.get("provisional_min_interval_s", d.provisional_min_interval_s), lo=0.0
         ),
         idle_timeout_s=_float("stream.idle_timeout_s", v.get("idle_timeout_s", d.idle_timeout_s), lo=0.0, strict=True),
-        allowed_sample_rates=tuple(
-            _int(f"stream.allowed_sample_rates[{i}]", r, lo=1) for i, r in enumerate(rates)
-        ),
+        min_sample_rate=lo,
+        max_sample_rate=hi,
         max_channels=_int("stream.max_channels", v.get("max_channels", d.max_channels), lo=1),
         top_k=_int("stream.top_k", v.get("top_k", d.top_k), lo=1),
         finished_retention_s=_float("stream.finished_retention_s",

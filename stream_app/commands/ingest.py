@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="send at the audio's own pace, all files at once (default: as fast as possible, one by one)")
     p.add_argument("--encoding", choices=("f32le", "s16le"), default="f32le",
                    help="payload encoding (default f32le: exact; s16le halves the bytes but quantises)")
+    p.add_argument("--native-rate", action="store_true",
+                   help="send each file at its own sample rate and channels (the worker resamples; "
+                        "chunks shortened where needed to stay under the message limit); default: "
+                        "22,050 Hz mono")
     b = p.add_argument_group("catalogue backfill (stream_app/backfill.py)")
     b.add_argument("--from-list", metavar="FILE",
                    help="send the files listed in FILE, one 'PATH' or 'PATH<TAB>TRACK_ID' a line, "
@@ -96,6 +100,7 @@ def _ingest(args, settings, paths: list[str], ids: list[str]) -> int:
             chunk_seconds=args.chunk_seconds,
             realtime=args.realtime,
             encoding=args.encoding,
+            native_rate=args.native_rate,
         )
         results.update(zip(good, sent))
     for i in sorted(results):
@@ -128,7 +133,8 @@ def _from_list(args, settings) -> int:
         summary = backfill(args.from_list, settings=settings, journal=args.journal,
                            resume=args.resume, check_topic=not args.no_topic_check,
                            max_in_flight=args.max_in_flight, chunk_seconds=args.chunk_seconds,
-                           encoding=args.encoding, on_result=result, on_start=start)
+                           encoding=args.encoding, on_result=result, on_start=start,
+                           native_rate=args.native_rate)
     finally:
         bar.close()
     print(f"{args.from_list}: {summary.listed} tracks listed, {summary.sent} sent "

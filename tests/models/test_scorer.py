@@ -10,7 +10,8 @@ import torch
 from models import checkpoint, mel, nets
 from models.config import ScorerConfig
 from models.errors import InputError
-from models.scorer import Scorer, TrackState, whole_track_chunks
+from models.resample import resample
+from models.scorer import STATE_VERSION, Scorer, TrackState, whole_track_chunks
 
 TEST_DEVICE = os.environ.get("HOOKSTREAM_TEST_DEVICE", "cpu")  # scripts/gpu-check.sh: cuda; tests/conftest.py checks it
 LABELS = ("major", "minor", "slow", "medium", "fast")
@@ -156,11 +157,50 @@ def test_state_rejects_garbage_and_other_versions():
         TrackState.from_bytes(b"garbage-bytes-here")
     scorer = make_scorer()
     good = scorer.init_state("x").to_bytes()
+    v = f'"version":"{STATE_VERSION}"'.encode()
+    assert v in good
     with pytest.raises(InputError, match="version 9"):
-        TrackState.from_bytes(good.replace(b'"version":"2"', b'"version":"9"'))
-    # A state written by the previous release (version 1) is refused, not misread.
-    with pytest.raises(InputError, match="version 1, this hookstream reads version 2"):
-        TrackState.from_bytes(good.replace(b'"version":"2"', b'"version":"1"'))
+        TrackState.from_bytes(good.replace(v, b'"version":"9"'))
+    # A state written by the previous release (version 2, no resampler) is refused, not misread.
+    with pytest.raises(InputError, match=f"version 2, this hookstream reads version {STATE_VERSION}"):
+        TrackState.from_bytes(good.replace(v, b'"version":"2"'))
+
+
+def pieces(x, sizes):
+    out, i, k = [], 0, 0
+    while i < len(x):
+        out.append(x[i:i + sizes[k % len(sizes)]])
+        i, k = i + sizes[k % len(sizes)], k + 1
+    return out
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000, 96000, 192000])
+def test_native_rate_stream_equals_resampled_whole(rate, seed):
+    """A track streamed at its own rate scores as the whole signal resampled once (offline)."""
+    scorer = make_scorer(structure=True)
+    x = resample(song(14.0), 22050, rate)
+    state = scorer.init_state("r", sample_rate=rate)
+    for piece in pieces(x, [9973, 1, 40_009, 17]):
+        state = scorer.step([(state, piece)])[0]
+    streamed = scorer.finalize([state])[0]
+    offline = scorer.finalize(scorer.step([(scorer.init_state("r"), resample(x, rate, 22050))]))[0]
+    assert streamed.duration_s == offline.duration_s
+    np.testing.assert_allclose(streamed.attention, offline.attention, atol=1e-6)
+    np.testing.assert_allclose(streamed.slot_energy, offline.slot_energy, atol=1e-5)
+
+
+def test_state_roundtrip_mid_stream_keeps_the_resampler(seed):
+    scorer = make_scorer()
+    x = resample(song(12.0), 22050, 44100)
+    state = scorer.step([(scorer.init_state("t", sample_rate=44100), x[:123_457])])[0]
+    assert len(state.resampler.carry) > 0
+    restored = TrackState.from_bytes(state.to_bytes())
+    assert restored.sample_rate == 44100 and restored.received_samples == 123_457
+    np.testing.assert_array_equal(restored.resampler.carry, state.resampler.carry)
+    a = scorer.finalize(scorer.step([(state, x[123_457:])]))[0]
+    b = scorer.finalize(scorer.step([(restored, x[123_457:])]))[0]
+    np.testing.assert_array_equal(a.attention, b.attention)
+    np.testing.assert_array_equal(a.slot_energy, b.slot_energy)
 
 
 def test_short_track_without_chunks_and_too_long_track():

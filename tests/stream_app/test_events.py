@@ -116,8 +116,12 @@ REJECTIONS = [
     ("bad_header", b"t", raw(header(sent_at="now"), F32), {}),
     ("bad_header", b"t", raw(header(meta=[1]), F32), {}),
     ("unsupported_encoding", b"t", raw(header(encoding="mp3"), F32), {}),
-    ("unsupported_sample_rate", b"t", raw(header(sample_rate=44100), F32), {}),
-    ("unsupported_channels", b"t", raw(header(channels=3), np.zeros(3, "<f4").tobytes()), {}),
+    ("unsupported_sample_rate", b"t", raw(header(sample_rate=7999), F32), {}),
+    ("unsupported_sample_rate", b"t", raw(header(sample_rate=192001), F32), {}),
+    ("unsupported_sample_rate", b"t", raw(header(sample_rate=44100), F32), dict(max_rate=22050)),
+    ("unsupported_channels", b"t", raw(header(channels=9), np.zeros(9, "<f4").tobytes()), {}),
+    ("unsupported_channels", b"t", raw(header(channels=3), np.zeros(3, "<f4").tobytes()),
+     dict(max_channels=2)),
     ("payload_length", b"t", raw(header(), b"\0" * 6), {}),
     ("payload_length", b"t", raw(header(channels=2), F32[:12]), {}),
     ("payload_length", b"t", raw(header()), {}),
@@ -142,15 +146,24 @@ def test_every_chunk_reason_is_tested():
     assert {r[0] for r in REJECTIONS} == chunk_reasons
 
 
-def test_rate_and_channel_policy_is_parameterised():
-    value = raw(header(sample_rate=44100, channels=3), np.zeros(3, "<f4").tobytes())
-    c = decode_chunk(b"t", value, allowed_rates=(22050, 44100), max_channels=4)
-    assert c.sample_rate == 44100 and c.channels == 3
+@pytest.mark.parametrize("rate,channels", [(8000, 1), (16000, 1), (44100, 2), (48000, 6),
+                                          (192000, 8)])
+def test_any_rate_and_layout_within_the_bounds(rate, channels):
+    value = raw(header(sample_rate=rate, channels=channels), np.zeros(channels, "<f4").tobytes())
+    c = decode_chunk(b"t", value)
+    assert c.sample_rate == rate and c.channels == channels
+
+
+def test_bounds_named_in_the_rejection():
+    with pytest.raises(EventError, match="7999 Hz is outside the accepted 8000-192000 Hz"):
+        decode_chunk(b"t", raw(header(sample_rate=7999), F32))
+    with pytest.raises(EventError, match="9 channels, at most 8"):
+        decode_chunk(b"t", raw(header(channels=9), np.zeros(9, "<f4").tobytes()))
 
 
 def test_error_message_names_the_track_and_seq():
-    with pytest.raises(EventError, match=r"track 'song-9' chunk 4.*44100"):
-        decode_chunk(b"song-9", raw(header(track_id="song-9", seq=4, sample_rate=44100), F32))
+    with pytest.raises(EventError, match=r"track 'song-9' chunk 4.*200000"):
+        decode_chunk(b"song-9", raw(header(track_id="song-9", seq=4, sample_rate=200000), F32))
 
 
 def test_reason_of():
@@ -269,8 +282,8 @@ def test_every_settings_field_is_read_from_the_yaml(tmp_path):
 
     from stream_app.settings import StreamSettings, WorkerSettings, load_settings
 
-    changed = {"stream": dict(provisional_min_interval_s=0.5, idle_timeout_s=7.0, allowed_sample_rates=[16000],
-                              max_channels=1, finished_retention_s=20.0, top_k=2),
+    changed = {"stream": dict(provisional_min_interval_s=0.5, idle_timeout_s=7.0, min_sample_rate=16000,
+                              max_sample_rate=48000, max_channels=1, finished_retention_s=20.0, top_k=2),
                "worker": dict(metrics_port=9999, batch_max_tracks=3, batch_wait_s=0.2, stall_after_s=9.0)}
     for section, cls in (("stream", StreamSettings), ("worker", WorkerSettings)):
         assert set(changed[section]) == {f.name for f in dataclasses.fields(cls)}, section
@@ -287,7 +300,7 @@ def test_settings_overrides_and_environment():
 
     s = load_settings(bootstrap="h:1", partitions=8, topics={"highlights": "hl-x"}, stream={"max_channels": None})
     assert s.kafka.bootstrap == "h:1" and s.partitions == 8 and s.topics.highlights == "hl-x"
-    assert s.stream.max_channels == 2
+    assert s.stream.max_channels == 8
     assert s.topic_partitions() == {"audio-chunks": 8, "hl-x": 8, "audio-chunks.dlq": 8}
     env = {"HOOKSTREAM_BOOTSTRAP": "envhost:9093"}
     assert load_settings().kafka.bootstrap == "127.0.0.1:9092"  # environment ignored unless passed
@@ -305,7 +318,10 @@ def test_settings_overrides_and_environment():
     ("kafka: {bootstarp: x:1}", "kafka.bootstarp"),
     ("topics: {chunks: 'a b'}", "topics.chunks"),
     ("topics: {chunks: x, highlights: x}", "topics"),
-    ("stream: {allowed_sample_rates: 22050}", "stream.allowed_sample_rates"),
+    ("stream: {allowed_sample_rates: [22050]}", "stream.allowed_sample_rates"),
+    ("stream: {min_sample_rate: 0}", "stream.min_sample_rate"),
+    ("stream: {min_sample_rate: 48000, max_sample_rate: 44100}", "stream.max_sample_rate"),
+    ("stream: {max_channels: 0}", "stream.max_channels"),
     ("stream: {idle_timeout_s: 0}", "stream.idle_timeout_s"),
     ("worker: {metrics_port: 70000}", "worker.metrics_port"),
     ("extra: 1", "extra"),

@@ -358,12 +358,67 @@ def test_an_exception_inside_one_event_is_dead_lettered_alone(detector, monkeypa
     assert h.record("poison").next_seq == 1  # unchanged: chunk 1 can still come again
 
 
-def test_rate_the_model_cannot_use_is_rejected(detector):
-    """Allowed by the stream config, but the checkpoint's mel runs at 22,050 Hz."""
-    h = Harness(detector, allowed_sample_rates=(22050, 16000))
-    msg = h.msg(b"t", encode_chunk("t", 0, np.zeros(16000, np.float32), sample_rate=16000))
-    h.process(msg)
-    assert [d["reason"] for d in h.dead] == ["unsupported_sample_rate"]
+# --- native rates: resampled in the worker --------------------------------------------
+
+def native(seconds: float, rate: int, channels: int, seed: int = 3) -> np.ndarray:
+    """(frames, channels) float32 at ``rate``: a tone sweep with noise, channels differing."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * t / 13.0)
+    cols = [0.3 * env * np.sin(2 * np.pi * (220 + 60 * c + 40 * np.sin(t / 3)) * t)
+            + 0.05 * rng.standard_normal(len(t)) for c in range(channels)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate,channels,frames", [(44100, 2, 30011), (48000, 1, 47_777),
+                                                  (16000, 1, 7919)])
+def test_native_rate_stream_equals_detect_on_the_file(detector, tmp_path, rate, channels, frames):
+    """``hookstream detect file`` and the same file streamed at its own rate and layout agree."""
+    import soundfile as sf
+
+    x = native(41.0, rate, channels)
+    path = tmp_path / f"native-{rate}.wav"
+    sf.write(path, x, rate, subtype="FLOAT")
+    want = detector.detect_file(path, top_k=3)
+    h = Harness(detector, provisional_min_interval_s=0.0)
+    starts = list(range(0, len(x), frames))
+    for i, s in enumerate(starts):  # one chunk per batch: the state goes through the table each time
+        value = encode_chunk(want.track_id, i, x[s:s + frames], sample_rate=rate,
+                             end=i == len(starts) - 1)
+        h.process(h.msg(want.track_id.encode(), value))
+    assert h.dead == []
+    [final] = h.events(want.track_id, "final")
+    assert (final["start_s"], final["end_s"]) == (want.highlight.start_s, want.highlight.end_s)
+    assert [(e["start_s"], e["end_s"]) for e in final["highlights"]] == \
+        [(s.start_s, s.end_s) for s in want.highlights]
+    assert final["score"] == pytest.approx(want.highlight.score, abs=1e-4)
+    assert final["audio_s"] == round(want.scores.duration_s, 3)
+    assert h.metric("hookstream_audio_seconds_total") == pytest.approx(len(x) / rate)
+
+
+def test_a_track_keeps_its_first_rate(detector):
+    """|0@44.1k|1@48k|2@44.1k e| -> 1 is a dead letter, 0 and 2 are scored."""
+    h = Harness(detector)
+    x = native(3.0, 44100, 2)
+    h.process(h.msg(b"t", encode_chunk("t", 0, x[:44100], sample_rate=44100)))
+    other = h.msg(b"t", encode_chunk("t", 1, native(1.0, 48000, 2), sample_rate=48000))
+    h.process(other, h.msg(b"t", encode_chunk("t", 1, x[44100:], sample_rate=44100, end=True)))
+    [d] = h.dead
+    assert d["reason"] == "sample_rate_changed" and d["offset"] == other.offset
+    assert "48000 Hz" in d["detail"] and "44100 Hz" in d["detail"]
+    [final] = h.events("t", "final")
+    assert final["audio_s"] == 3.0
+
+
+@pytest.mark.parametrize("header,reason", [(dict(sample_rate=7999), "unsupported_sample_rate"),
+                                           (dict(sample_rate=192_001), "unsupported_sample_rate"),
+                                           (dict(channels=9), "unsupported_channels")])
+def test_out_of_bounds_rate_or_layout_is_dead_lettered(detector, header, reason):
+    h = Harness(detector)
+    channels = header.get("channels", 1)
+    h.process(h.msg(b"t", raw_chunk("t", np.zeros(8 * channels, "<f4").tobytes(), **header)))
+    [d] = h.dead
+    assert d["reason"] == reason and str(next(iter(header.values()))) in d["detail"]
     assert h.table == {} and h.highlights == []
 
 

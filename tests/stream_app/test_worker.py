@@ -57,6 +57,28 @@ def test_ingest_worker_subscribe_final_equals_detect(worker, detector, tmp_path)
         assert all(e["seq"] < 19 and "incomplete" not in e for e in provisional)
 
 
+def test_native_44100_stereo_file_final_equals_detect(worker, detector, tmp_path):
+    """``ingest --native-rate``: 44.1 kHz stereo chunks of 1.7 s (74,970 frames); the worker
+    resamples them, and the final equals ``hookstream detect`` on the file."""
+    import soundfile as sf
+
+    from models.resample import resample
+
+    x = synth_song(seed=4, bar_s=0.5)[0]
+    left = resample(x, SR, 44100)
+    right = resample(0.5 * np.roll(x, 3000), SR, 44100)
+    path = tmp_path / f"native-{uuid.uuid4().hex[:6]}.wav"
+    sf.write(str(path), np.stack([left, right], axis=1), 44100, subtype="FLOAT")
+    sent = []
+    [r] = ingest_files([path], settings=worker.settings, chunk_seconds=1.7, native_rate=True,
+                       on_sent=sent.append)
+    assert r.ok and r.chunks == -(-len(left) // 74_970)
+    assert max(c.nbytes for c in sent) > 74_970 * 2 * 4  # stereo f32 at 44.1 kHz went out
+    final = final_of(highlights(worker, [r.track_id]), r.track_id)
+    assert final["incomplete"] is False and final["seq"] == r.chunks - 1
+    assert_equals_detect(final, detector.detect_file(path))
+
+
 def test_interleaved_tracks_across_partitions(worker, detector):
     """|a0 b0 c0 d0 a1 b1 ...|: four tracks, one per partition, chunks round-robin."""
     ids = spread_over_partitions(f"mix-{uuid.uuid4().hex[:6]}", worker.settings.partitions)

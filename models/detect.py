@@ -79,7 +79,8 @@ class Detector:
                                 duration_s=scores.duration_s, cfg=window or self.cfg.window, k=k))
 
     def detect_samples(self, track_id: str, samples: np.ndarray, *, top_k: int = 1) -> Detection:
-        state = self.scorer.step([(self.scorer.init_state(track_id), samples)])[0]
+        state = self.scorer.step([(self.scorer.init_state(track_id), samples)],
+                                 refresh=[False])[0]  # no provisional result is read
         scores = self.scorer.finalize([state])[0]
         spans = self.highlights(scores, top_k)
         return Detection(track_id, spans[0], scores, self.scorer.model_name, spans)

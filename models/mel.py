@@ -5,9 +5,10 @@ The incremental builder carries the unframed tail (at least ``n_fft - hop``
 samples once the first frame exists) between pieces, so feeding a signal in
 pieces of any size yields exactly the frames of the whole-signal computation.
 
-The spectrum is computed in float64 and matches
+The FFT is computed in float64, the filterbanks in float32 (see
+:func:`_bank_frames`); the result matches
 ``librosa.feature.melspectrogram(center=False, window="hamming")`` (slaney
-mel scale and norm) to about 1e-7 relative error; frames leave as float32.
+mel scale and norm) to about 5e-7 relative error; frames leave as float32.
 """
 
 from __future__ import annotations
@@ -46,6 +47,45 @@ def _window(n_fft: int) -> torch.Tensor:
     return torch.hamming_window(n_fft, periodic=True, dtype=torch.float64)
 
 
+_BLOCK = 32  # frames per FFT / filterbank call; every call has this shape (see _bank_frames)
+
+
+def _bank_frames(samples: np.ndarray, cfg: MelConfig, bank: torch.Tensor) -> torch.Tensor:
+    """Power spectra of every frame times ``bank`` (n_fft // 2 + 1, m): (n_frames, m) float32.
+
+    The FFT runs in float64 (a float32 FFT errs by ~1e-7 of the frame's total
+    power, i.e. up to 2e-4 relative in quiet bands of music), the spectra are
+    then rounded to complex64 and the filterbank product is float32. Frames go
+    in blocks of :data:`_BLOCK`, the last one zero-padded, so that every FFT and
+    matrix product has the same shape: a frame's values then do not depend on
+    where the signal was cut (pieces equal the whole signal, bit for bit), and
+    blocks stay in cache (3x faster than one STFT over a 4-minute track).
+    """
+    count = n_frames(len(samples), cfg)
+    blocks = -(-count // _BLOCK)
+    out = torch.empty((blocks * _BLOCK, bank.shape[1]), dtype=torch.float32)
+    if count == 0:
+        return out
+    used = (count - 1) * cfg.hop_length + cfg.n_fft
+    x = torch.zeros((blocks * _BLOCK - 1) * cfg.hop_length + cfg.n_fft, dtype=torch.float64)
+    x[:used] = torch.from_numpy(np.asarray(samples[:used], dtype=np.float32))
+    window = _window(cfg.n_fft)
+    span = (_BLOCK - 1) * cfg.hop_length + cfg.n_fft
+    for b in range(blocks):
+        seg = x[b * _BLOCK * cfg.hop_length: b * _BLOCK * cfg.hop_length + span]
+        spec = torch.fft.rfft(seg.unfold(0, cfg.n_fft, cfg.hop_length) * window)
+        power = torch.view_as_real(spec.to(torch.complex64)).square().sum(-1)
+        torch.matmul(power, bank, out=out[b * _BLOCK:(b + 1) * _BLOCK])
+    return out[:count]
+
+
+@lru_cache(maxsize=8)
+def _banks(cfg: MelConfig, n_chroma: int) -> torch.Tensor:
+    """(n_fft // 2 + 1, n_mels + n_chroma) float32: the mel then the chroma filterbank."""
+    parts = [_filterbank(cfg)] + ([_chroma_filterbank(cfg, n_chroma)] if n_chroma else [])
+    return torch.cat(parts, dim=1).float().contiguous()
+
+
 def mel_power(samples: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """Mel power spectrogram of a whole signal.
 
@@ -56,11 +96,9 @@ def mel_power(samples: np.ndarray, cfg: MelConfig) -> np.ndarray:
 
     Returns
     -------
-    np.ndarray, shape (n_frames, n_mels), float64
+    np.ndarray, shape (n_frames, n_mels), float32
     """
-    if n_frames(len(samples), cfg) == 0:
-        return np.zeros((0, cfg.n_mels))
-    return (power_frames(samples, cfg) @ _filterbank(cfg)).numpy()
+    return _bank_frames(samples, cfg, _banks(cfg, 0)).numpy()
 
 
 @lru_cache(maxsize=8)
@@ -93,8 +131,11 @@ def chroma_from_power(power: torch.Tensor, cfg: MelConfig, n_chroma: int = 12) -
     -------
     np.ndarray, shape (n_frames, n_chroma), float32
     """
-    c = (power @ _chroma_filterbank(cfg, n_chroma)).numpy()
-    peak = c.max(axis=1, keepdims=True) if len(c) else np.zeros((0, 1))
+    return _peak_normalise((power @ _chroma_filterbank(cfg, n_chroma).to(power.dtype)).numpy())
+
+
+def _peak_normalise(c: np.ndarray) -> np.ndarray:
+    peak = c.max(axis=1, keepdims=True) if len(c) else np.zeros((0, 1), c.dtype)
     return np.divide(c, peak, out=np.zeros_like(c), where=peak > 1e-12).astype(np.float32)
 
 
@@ -107,8 +148,8 @@ def features(samples: np.ndarray, cfg: MelConfig, n_chroma: int = 12
     log_mel : np.ndarray, shape (n_frames, n_mels), float32 (as :func:`mel_frames`)
     chroma : np.ndarray, shape (n_frames, n_chroma), float32 (as :func:`chroma_from_power`)
     """
-    power = power_frames(samples, cfg)
-    return log_mel((power @ _filterbank(cfg)).numpy(), cfg), chroma_from_power(power, cfg, n_chroma)
+    both = _bank_frames(samples, cfg, _banks(cfg, n_chroma)).numpy()
+    return log_mel(both[:, :cfg.n_mels], cfg), _peak_normalise(both[:, cfg.n_mels:])
 
 
 def push_features(tail: np.ndarray, samples: np.ndarray, cfg: MelConfig, n_chroma: int = 12
@@ -128,7 +169,7 @@ def _carry(tail: np.ndarray, samples: np.ndarray, cfg: MelConfig) -> tuple[np.nd
 
 def log_mel(power: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """log(mel + offset) as float32, shape unchanged."""
-    return np.log(power + cfg.log_offset).astype(np.float32)
+    return np.log(power + np.float32(cfg.log_offset)).astype(np.float32)
 
 
 def mel_frames(samples: np.ndarray, cfg: MelConfig) -> np.ndarray:

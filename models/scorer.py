@@ -26,6 +26,22 @@ over all logits so far. So:
   starts at the current end rather than the track's end, and (for tracks
   longer than K chunks) the forward pass starts K chunks back.
 
+Lazy refresh: ``step(..., refresh=flags)`` skips the recurrent pass for
+tracks whose provisional result nobody will read yet (the worker passes the
+tracks due for a provisional event under ``stream.provisional_min_interval_s``).
+A skipped track's logits stay behind its chunk vectors; its next refreshed
+step runs, in the same batched call, the context ending at its last chunk and
+one context for each chunk that left the context meanwhile, so its logits are
+those (to float rounding: they run in one batch) a scorer refreshing after every step would have when each step
+adds at most one chunk (pieces shorter than a 3 s chunk, as live uploads
+send); the cost per chunk stays one K-chunk context at most, and the final
+result does not depend on the refreshes at all.
+
+Why the forward LSTM state is not carried: the shipped chorus model's
+Bi-LSTM inputs include ``track_norm`` (the track's mean embedding subtracted)
+and repetition features over the whole context, so every forward input
+changes as the track grows and a carried forward state would not be exact.
+
 At :meth:`Scorer.finalize` the recurrent attention runs once over all of the
 track's chunk vectors, which is exactly the whole-track forward pass of the
 model (``AttentionNet.forward``): final attention equals offline attention.
@@ -225,12 +241,18 @@ class Scorer:
         return resampler(rate or self.mel_cfg.sample_rate, self.mel_cfg.sample_rate)
 
     @torch.inference_mode()
-    def step(self, items: Sequence[tuple[TrackState, np.ndarray]]) -> list[TrackState]:
+    def step(self, items: Sequence[tuple[TrackState, np.ndarray]], *,
+             refresh: Sequence[bool] | None = None) -> list[TrackState]:
         """Feed new samples (mono float32 at each track's ``sample_rate``) to many tracks at once.
 
         Samples at another rate than the model's go through the track's
-        streaming resampler (:mod:`models.resample`) first.
+        streaming resampler (:mod:`models.resample`) first. ``refresh[i]``
+        False: track i only gets its new chunk vectors; its provisional logits
+        are brought up to date at its next refreshed step (see "Lazy refresh"
+        in the module docstring). None: refresh every track.
         """
+        if refresh is not None and len(refresh) != len(items):
+            raise InputError(f"scorer.step: {len(refresh)} refresh flags for {len(items)} tracks")
         ids = [s.track_id for s, _ in items]
         if len(set(ids)) != len(ids):
             raise InputError("scorer.step: a track appears twice in one batch; join its samples")
@@ -239,9 +261,10 @@ class Scorer:
             samples = validate_samples(samples, name=f"track {state.track_id!r}")
             y, rs_state = self._resampler(state.sample_rate).step(state.resampler, samples)
             resampled.append((replace(state, resampler=rs_state), y))
-        return self._advance(resampled)
+        return self._advance(resampled, refresh)
 
-    def _advance(self, items: Sequence[tuple[TrackState, np.ndarray]]) -> list[TrackState]:
+    def _advance(self, items: Sequence[tuple[TrackState, np.ndarray]],
+                 refresh: Sequence[bool] | None = None) -> list[TrackState]:
         """Feed samples at the model's rate: frame, embed new chunks, refresh logits."""
         staged = [self._frames(state, samples) for state, samples in items]
         embedded = self._embed_all([c for _, c, _ in staged])
@@ -250,7 +273,10 @@ class Scorer:
             if chroma is not None:
                 emb = np.concatenate([emb, chroma], axis=1)
             states.append(replace(state, embeddings=np.concatenate([state.embeddings, emb])))
-        return self._refresh_logits(states, [len(e) > 0 for e in embedded])
+        due = refresh if refresh is not None else [True] * len(states)
+        before = [len(s.embeddings) for s, _ in items]
+        return self._refresh_logits(states, [bool(d) and len(s.embeddings) > s.n_chunks
+                                             for s, d in zip(states, due)], before)
 
     def _frames(self, state: TrackState, samples: np.ndarray
                 ) -> tuple[TrackState, np.ndarray, np.ndarray | None]:
@@ -296,20 +322,37 @@ class Scorer:
                          for part in stacked.split(_EMBED_BATCH)]).numpy()
         return np.split(out, np.cumsum(counts)[:-1])
 
-    def _refresh_logits(self, states: list[TrackState], changed: list[bool]) -> list[TrackState]:
-        """Recompute the last ``context_chunks`` logits of every changed track, batched."""
+    def _refresh_logits(self, states: list[TrackState], changed: list[bool],
+                        before: list[int]) -> list[TrackState]:
+        """Bring the provisional logits of every changed track up to date, in one batched call.
+
+        A track with n chunks now, ``before[i]`` before this step and logits for
+        its first L gets the context ending at n - 1 (its last K logits) and,
+        for each chunk in [L, before) (added by steps that skipped the refresh),
+        the context ending at it (one K-chunk context per such chunk), as
+        refreshing after each of those steps would have done; L = before (the
+        track was refreshed last step) leaves only the usual context.
+        """
         k = self.cfg.context_chunks
         todo = [i for i, c in enumerate(changed) if c]
         if not todo:
             return states
-        contexts = [states[i].embeddings[-k:] for i in todo]
+        plan = []  # (track, end) contexts embeddings[end - k + 1 : end + 1]
+        for i in todo:
+            n, done = len(states[i].embeddings), states[i].n_chunks
+            ends = [*range(done, min(before[i], n - 1)), n - 1]
+            # a context is superseded when the next one also starts at chunk 0
+            plan += [(i, e) for e, nxt in zip(ends, ends[1:] + [None]) if nxt is None or nxt >= k]
+        contexts = [states[i].embeddings[max(0, e - k + 1): e + 1] for i, e in plan]
         logits, _ = self._attend(contexts)
+        full = {i: np.concatenate([states[i].logits, np.zeros(len(states[i].embeddings)
+                                                               - states[i].n_chunks, _f32)])
+                for i in todo}
+        for (i, e), u in zip(plan, logits):  # ascending ends: the latest context wins
+            full[i][e + 1 - len(u): e + 1] = u
         out = list(states)
-        for i, ctx, u in zip(todo, contexts, logits):
-            full = np.concatenate([states[i].logits, np.zeros(len(states[i].embeddings)
-                                                                - len(states[i].logits), _f32)])
-            full[len(full) - len(ctx):] = u[: len(ctx)]
-            out[i] = replace(states[i], logits=full)
+        for i in todo:
+            out[i] = replace(states[i], logits=full[i])
         return out
 
     def _attend(self, sequences: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -369,7 +412,7 @@ class Scorer:
         tails = [(i, self._resampler(s.sample_rate).flush(s.resampler)) for i, s in enumerate(states)]
         tails = [(i, y) for i, y in tails if len(y)]
         if tails:
-            advanced = self._advance([(states[i], y) for i, y in tails])
+            advanced = self._advance([(states[i], y) for i, y in tails], [False] * len(tails))
             for (i, _), s in zip(tails, advanced):
                 out[i] = s
         return out

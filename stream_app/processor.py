@@ -197,7 +197,8 @@ class Processor:
             samples = np.concatenate(w.pieces) if w.pieces else np.zeros(0, np.float32)
             items.append((state, samples))
         started = time.perf_counter()
-        states = self.scorer.step(items)
+        due = [not w.end and self._due(w.record, now) for w in work.values()]
+        states = self.scorer.step(items, refresh=due)
         ending = [(w, s) for w, s in zip(work.values(), states) if w.end]
         finals = self.scorer.finalize([s for _, s in ending]) if ending else []
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -210,13 +211,19 @@ class Processor:
                 self._provisional(out, replace(w.record, state=state), w.first_received, now)
 
     # ---------------------------------------------------------------- outputs
+    def _due(self, record: TrackRecord, now: float) -> bool:
+        """Whether a provisional event for this track may go out now (only then is it scored)."""
+        return now - record.last_emit >= self.stream.provisional_min_interval_s
+
     def _provisional(self, out: Outcome, record: TrackRecord, received: float, now: float) -> None:
+        if not self._due(record, now):  # its logits were not refreshed: nothing to read
+            out.records[record.track_id] = record
+            return
         scores = self.scorer.provisional(record.state)
         if len(scores.attention):
             h = self.detector.highlight(scores)
             span = (h.start_s, h.end_s)
-            due = now - record.last_emit >= self.stream.provisional_min_interval_s
-            if span != record.last_span and due:
+            if span != record.last_span:
                 out.highlights.append(self._event("provisional", record, scores, h))
                 out.latencies.append(self.monotonic() - received)
                 record = replace(record, last_emit=now, last_span=span)

@@ -222,3 +222,40 @@ def test_rejects_nonfinite_samples_and_duplicate_tracks():
     s = scorer.init_state("d")
     with pytest.raises(InputError, match="twice"):
         scorer.step([(s, song(1.0)), (s, song(1.0))])
+
+
+def _stream(scorer, samples, piece, due):
+    """Feed ``samples`` in pieces; ``due(i)`` says whether step i refreshes; return the states."""
+    state = scorer.init_state("lazy")
+    states = []
+    for i, a in enumerate(range(0, len(samples), piece)):
+        state = scorer.step([(state, samples[a:a + piece])], refresh=[due(i)])[0]
+        states.append(state)
+    return states
+
+
+@pytest.mark.parametrize("every", [3, 7, 50])
+def test_lazy_refresh_equals_always_refreshing(every):
+    """A track refreshed every ``every`` 2 s steps: each refreshed step's provisional logits
+    equal (to float rounding) those of a scorer refreshing at every step (context 5 chunks, so chunks leave the
+    context between refreshes); its final is exact either way."""
+    from models import checkpoint as ckpts
+    from models.config import ScorerConfig
+    from models.examples import synth_song
+
+    ckpt = ckpts.load(None)
+    scorer = Scorer(ckpt, ScorerConfig(context_chunks=5))
+    samples = synth_song(3)[0][: 22050 * 60]
+    piece = 2 * 22050
+    always = _stream(scorer, samples, piece, lambda i: True)
+    lazy = _stream(scorer, samples, piece, lambda i: i % every == every - 1)
+    for i, (a, b) in enumerate(zip(always, lazy)):
+        if i % every == every - 1:
+            assert b.n_chunks == a.n_chunks
+            # equal up to float rounding: the catch-up contexts run in one batched call
+            np.testing.assert_allclose(b.logits, a.logits, rtol=1e-5, atol=1e-6)
+        else:
+            assert b.n_chunks <= a.n_chunks
+    fa, fb = scorer.finalize([always[-1]])[0], scorer.finalize([lazy[-1]])[0]
+    np.testing.assert_array_equal(fa.attention, fb.attention)
+    assert any(b.n_chunks < a.n_chunks for a, b in zip(always, lazy))  # some were skipped

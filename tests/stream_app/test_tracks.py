@@ -36,10 +36,14 @@ def signal(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 330 * t) + 0.1 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def assert_states_bitwise_equal(got: TrackState, want: TrackState) -> None:
-    for f in dataclasses.fields(TrackState):
+def assert_states_bitwise_equal(got, want) -> None:
+    """Every field equal, arrays bitwise (nested dataclasses, e.g. the resampler carry, too)."""
+    for f in dataclasses.fields(want):
         a, b = getattr(got, f.name), getattr(want, f.name)
-        if isinstance(b, np.ndarray):
+        if dataclasses.is_dataclass(b):
+            assert type(a) is type(b), f.name
+            assert_states_bitwise_equal(a, b)
+        elif isinstance(b, np.ndarray):
             assert isinstance(a, np.ndarray), f.name
             assert (a.dtype, a.shape) == (b.dtype, b.shape), f.name
             assert a.tobytes() == b.tobytes(), f.name

@@ -17,7 +17,7 @@ from models import checkpoint as ckpts
 from models.audio import decode
 from models.config import DetectConfig, WindowConfig
 from models.scorer import Scorer, TrackScores
-from models.window import Highlight, select_top, slot_attention
+from models.window import Highlight, highlights_json, select_top, slot_attention  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,3 @@ class Detector:
         samples = decode(path, sr=self.ckpt.mel.sample_rate,
                          max_duration_s=self.cfg.scorer.max_duration_s)
         return self.detect_samples(track_id_for(path), samples, top_k=top_k)
-
-
-def highlights_json(spans) -> list[dict]:
-    """``[{"start_s", "end_s", "score"}, ...]`` as in detect's JSON and the final event."""
-    return [{"start_s": h.start_s, "end_s": h.end_s, "score": round(h.score, 6)} for h in spans]

@@ -146,3 +146,8 @@ def _scale_minmax(x: np.ndarray) -> np.ndarray:
         return x
     lo, hi = float(x.min()), float(x.max())
     return (x - lo) / (hi - lo) if hi > lo else np.zeros(len(x))
+
+
+def highlights_json(spans) -> list[dict]:
+    """``[{"start_s", "end_s", "score"}, ...]`` as in detect's JSON and the final event."""
+    return [{"start_s": h.start_s, "end_s": h.end_s, "score": round(h.score, 6)} for h in spans]

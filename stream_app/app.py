@@ -27,18 +27,21 @@ import asyncio
 import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable
 
 import faust
 
-from models.detect import Detector
 from stream_app import events
 from stream_app.faust_patches import App, OwnedTable, TableManager, key_partition
 from stream_app.health import Health
 from stream_app.metrics import Metrics
 from stream_app.processor import Incoming, Outcome, Processor
-from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs
+from stream_app.settings import FAUST_BROKER_KW, Settings, faust_broker_kwargs, faust_group_kwargs
 from stream_app.tracks import RecordTable, TrackRecord
+
+if TYPE_CHECKING:  # this module loads without torch: the model loads while the worker joins
+    from models.detect import Detector
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,29 @@ SWEEP_INTERVAL_S = 1.0
 HEARTBEAT_INTERVAL_S = 1.0  # the event loop's heartbeat for /healthz
 
 
-def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
-               app_id: str = APP_ID, health: Health | None = None) -> faust.App:
+def create_app(settings: Settings, detector: "Detector | Callable[[], Detector]", metrics: Metrics, *,
+               context_chunks: int | None = None, app_id: str = APP_ID,
+               health: Health | None = None, on_loaded: Callable[["Detector"], None] | None = None,
+               ) -> faust.App:
+    """The worker's Faust app.
+
+    ``detector`` may be a callable that builds it (imports torch, reads the
+    checkpoint): it then runs on the scorer thread at once, while Faust starts
+    and joins the consumer group, and the first batch waits for it. This
+    halves a restarted worker's time to its first scored chunk (the group join
+    and the model load overlap). ``context_chunks`` (the scorer's provisional
+    context, which the table's record layout needs) is then required;
+    ``on_loaded`` is called on the scorer thread with the built detector.
+    """
+    if context_chunks is None:
+        if callable(detector):
+            raise TypeError("create_app: pass context_chunks with a detector loader")
+        context_chunks = detector.scorer.cfg.context_chunks
     app = App(
         app_id,
         **faust_broker_kwargs(settings),
         **FAUST_BROKER_KW,
+        **faust_group_kwargs(settings),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
@@ -77,12 +97,20 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     # leaves them "json", and changelog recovery then fails on every record.
     table = app.Table(TABLE, default=None, partitions=settings.partitions,
                       key_type=bytes, value_type=bytes, use_partitioner=True)
-    processor = Processor(detector, settings.stream, metrics)
-    records_table = RecordTable(table, context_chunks=detector.scorer.cfg.context_chunks,
+    records_table = RecordTable(table, context_chunks=context_chunks,
                                 segment_chunks=settings.stream.state_segment_chunks)
     health = health or Health(stall_after_s=settings.worker.stall_after_s)
-    health.readiness = lambda: _readiness(app, owned_partitions)
+    health.readiness = lambda: (_readiness(app, owned_partitions) if loading.done()
+                                else (False, "loading the model"))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+
+    def build() -> Processor:
+        det = detector() if callable(detector) else detector
+        if on_loaded is not None:
+            on_loaded(det)
+        return Processor(det, settings.stream, metrics)
+
+    loading: Future = executor.submit(build)  # first in the scorer thread's queue
     lock = asyncio.Lock()  # the agent and the idle timer both write the table
 
     def owned_partitions() -> set[int]:
@@ -123,6 +151,7 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
     @app.agent(chunks, concurrency=1)
     async def score(stream):
         loop = asyncio.get_running_loop()
+        processor = await asyncio.wrap_future(loading)
         async for batch in stream.take_events(settings.worker.batch_max_tracks,
                                               within=settings.worker.batch_wait_s):
             msgs = [Incoming(e.message.key, e.message.value, e.message.topic,
@@ -153,8 +182,9 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
 
     @app.timer(interval=SWEEP_INTERVAL_S)
     async def sweep():
-        if lock.locked() or app.rebalancing:  # the agent is busy, or records are moving
-            return
+        if lock.locked() or app.rebalancing or not loading.done():  # busy, records moving,
+            return  # or the model still loading
+        processor = loading.result()
         if owned["rebalance"] != app.rebalancing_count:
             owned.update(rebalance=app.rebalancing_count, since=time.time())
         since = owned["since"]
@@ -185,7 +215,7 @@ def create_app(settings: Settings, detector: Detector, metrics: Metrics, *,
                     executor, functools.partial(processor.sweep, records, active_since=since))
                 await publish(outcome)
 
-    app.hookstream = {"table": table, "processor": processor, "score": score, "sweep": sweep,
+    app.hookstream = {"table": table, "processor": loading, "score": score, "sweep": sweep,
                       "health": health}
     return app
 

@@ -4,8 +4,9 @@
   second; none for ``LOOP_STALL_S`` is red) and the scoring agent is not stuck
   (one batch, scoring and sending included, taking more than
   ``worker.stall_after_s`` is red). A red answer is 503 with the reason.
-- ``/readyz`` (readiness): 200 once the worker has joined its consumer group
-  and the table recovery of its partitions has finished; 503 while starting
+- ``/readyz`` (readiness): 200 once the model is loaded, the worker has
+  joined its consumer group and the table recovery of its partitions has
+  finished; 503 while starting (the model loads while the group is joined)
   or rebalancing. A worker that was given no partition (more workers than
   partitions) is ready too: it holds the group's spare place, and a rolling
   update must not wait for it.

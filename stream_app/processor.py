@@ -21,16 +21,19 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from models.detect import Detector, highlights_json
-from models.scorer import TrackScores
+from models.window import highlights_json
 from stream_app import events
 from stream_app.metrics import Metrics
 from stream_app.settings import StreamSettings
 from stream_app.tracks import MAX_SKIPPED, TrackRecord, classify
+
+if TYPE_CHECKING:  # torch is imported by whoever builds the Detector, not by this module
+    from models.detect import Detector
+    from models.scorer import TrackScores
 
 log = logging.getLogger(__name__)
 

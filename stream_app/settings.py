@@ -83,11 +83,25 @@ LATENCY: dict[str, float] = dict(
 # Tansu's ListOffsets("latest") bug (base offset of the last batch + 1, not the
 # log end) that otherwise makes Faust table recovery miss the changelog tail.
 FAUST_BROKER_KW: dict[str, Any] = dict(
-    broker_session_timeout=6.0,
-    broker_heartbeat_interval=1.0,
     producer_max_batch_size=1,
     producer_linger=LATENCY["worker_producer_linger_s"],
 )
+
+
+
+def faust_group_kwargs(settings: "Settings") -> dict[str, float]:
+    """The worker's consumer-group timing: ``worker.session_timeout_s``, heartbeat a third of it
+    (at most 1 s).
+
+    A restarted worker's group join takes about half the session timeout on the
+    embedded broker (Tansu), so this bounds its recovery time; on Kafka the
+    session timeout is how long a killed worker's partitions wait before they
+    are reassigned, and the broker refuses values under its
+    ``group.min.session.timeout.ms`` (6 s by default).
+    """
+    session = settings.worker.session_timeout_s
+    return dict(broker_session_timeout=session, broker_heartbeat_interval=min(1.0, session / 3))
+
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -135,6 +149,7 @@ class WorkerSettings:
     batch_max_tracks: int = 64
     batch_wait_s: float = 0.05
     stall_after_s: float = 60.0  # one agent batch longer than this turns /healthz red
+    session_timeout_s: float = 6.0  # consumer group session (Kafka's smallest by default: 6 s)
 
 
 @dataclass(frozen=True)
@@ -348,6 +363,8 @@ def _worker(v: dict) -> WorkerSettings:
         batch_wait_s=_float("worker.batch_wait_s", v.get("batch_wait_s", d.batch_wait_s), lo=0.0),
         stall_after_s=_float("worker.stall_after_s", v.get("stall_after_s", d.stall_after_s),
                              lo=0.0, strict=True),
+        session_timeout_s=_float("worker.session_timeout_s",
+                                 v.get("session_timeout_s", d.session_timeout_s), lo=1.0),
     )
 
 

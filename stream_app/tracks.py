@@ -31,15 +31,17 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Callable, Iterator, MutableMapping
 
 import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from models.errors import InputError
-from models.scorer import TrackState
 from stream_app.table_keys import head_key, is_segment, parse_segment, segment_key
+
+if TYPE_CHECKING:  # imported where used: the worker's Faust wiring starts before torch loads
+    from models.scorer import TrackState
 
 RECORD_VERSION = 2  # 2: head + append-only segments (1: the whole state in one value)
 MAX_SKIPPED = 256  # seqs declared lost that a record remembers (the latest), to tell "late" chunks
@@ -130,6 +132,8 @@ class TrackRecord:
                              f"({type(exc).__name__}: {exc})") from None
         if not rest:
             return record
+        from models.scorer import TrackState
+
         state = TrackState.from_bytes(rest).join_rows(_join_segments(track_id, stored, get))
         return replace(record, state=state)
 
@@ -232,7 +236,7 @@ def _segment(track_id: str, index: int, state: TrackState, start: dict[str, int]
              stop: dict[str, int]) -> bytes:
     """Rows ``start[name]:stop[name]`` of each growing array (safetensors; no pickle)."""
     arrays = {name: np.ascontiguousarray(getattr(state, name)[start.get(name, 0):stop[name]])
-              for name in TrackState.GROWING if getattr(state, name) is not None}
+              for name in state.GROWING if getattr(state, name) is not None}
     meta = {"v": str(RECORD_VERSION), "track_id": track_id, "index": str(index)}
     meta.update({f"start.{name}": str(start.get(name, 0)) for name in arrays})
     return st_save(arrays, metadata=meta)

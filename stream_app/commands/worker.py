@@ -40,14 +40,20 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Start the worker; the model loads on the scorer thread while Faust joins the group.
+
+    Nothing here imports torch: a restarted worker's group join (seconds on
+    Kafka) and its model load (torch's import is ~3 s) overlap instead of
+    adding up. A checkpoint that cannot be loaded still stops the worker with
+    a clear error (exit code 1) before it scores anything.
+    """
     import logging
+    import time
 
     from stream_app.faust_patches import Worker  # Faust's, with a shutdown deadline
     from prometheus_client import CollectorRegistry
 
-    from models import checkpoint
     from models.config import load_detect_config
-    from models.detect import Detector
     from stream_app.app import create_app
     from stream_app.cli import version
     from stream_app.broker import ensure_topics
@@ -55,22 +61,20 @@ def run(args) -> int:
     from stream_app.metrics import Metrics
     from stream_app.settings import kafka_python_security_kwargs, load_settings
 
-    import torch
-
-    torch.set_num_threads(max(1, args.torch_threads))
+    started = time.monotonic()
     settings = load_settings(args.config, environ=os.environ, bootstrap=args.bootstrap,
                              worker={"metrics_port": args.metrics_port},
                              topics={"chunks": args.chunks_topic, "highlights": args.highlights_topic,
                                      "dead_letter": args.dead_letter_topic})
     metrics_host = args.metrics_host or os.environ.get(ENV_METRICS_HOST) or "127.0.0.1"
     detect_cfg = load_detect_config(args.detect_config)
-    detector = Detector(detect_cfg, checkpoint.load(args.checkpoint or detect_cfg.checkpoint))
+    ckpt_path = args.checkpoint or detect_cfg.checkpoint
+    if ckpt_path is not None and not os.path.isfile(ckpt_path):
+        from models.errors import CheckpointError
+
+        raise CheckpointError(f"{ckpt_path}: checkpoint not found")
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    metrics.model.info({"name": detector.ckpt.name, "arch": detector.ckpt.model.arch,
-                        "trained": str(detector.ckpt.trained).lower(),
-                        "device": str(detector.scorer.device)})
-    metrics.set_build(version=version(), model=detector.ckpt.name)
     log = logging.getLogger("hookstream.worker")
     _wait_for_kafka(lambda: ensure_topics(settings.kafka.bootstrap, settings.topic_partitions(),
                                           security=kafka_python_security_kwargs(settings)),
@@ -85,9 +89,32 @@ def run(args) -> int:
         from stream_app.lag import ConsumerLag
 
         registry.register(ConsumerLag(settings, args.app_id, interval_s=args.lag_interval).start())
-    log.info("worker: broker %s, model %s on %s, metrics %s", settings.kafka.bootstrap,
-             detector.ckpt.name, detector.scorer.device, metrics_url)
-    app = create_app(settings, detector, metrics, app_id=args.app_id, health=health)
+    log.info("worker: broker %s, metrics %s; loading the model while joining the group",
+             settings.kafka.bootstrap, metrics_url)
+
+    def load_detector():
+        try:
+            import torch
+
+            from models import checkpoint
+            from models.detect import Detector
+
+            torch.set_num_threads(max(1, args.torch_threads))
+            detector = Detector(detect_cfg, checkpoint.load(ckpt_path))
+        except Exception as exc:  # a bad checkpoint: nothing was scored yet, nothing is lost
+            log.error("worker: cannot load the model: %s", exc)
+            logging.shutdown()
+            os._exit(1)
+        metrics.model.info({"name": detector.ckpt.name, "arch": detector.ckpt.model.arch,
+                            "trained": str(detector.ckpt.trained).lower(),
+                            "device": str(detector.scorer.device)})
+        metrics.set_build(version=version(), model=detector.ckpt.name)
+        log.info("worker: model %s on %s, loaded %.1f s after start", detector.ckpt.name,
+                 detector.scorer.device, time.monotonic() - started)
+        return detector
+
+    app = create_app(settings, load_detector, metrics, context_chunks=detect_cfg.scorer.context_chunks,
+                     app_id=args.app_id, health=health)
     Worker(app, loglevel="INFO" if not args.verbose else "DEBUG", quiet=True,
            redirect_stdouts=False).execute_from_commandline()
     return 0

@@ -39,8 +39,12 @@ def raw_chunk(track_id: str, payload: bytes = b"", **header) -> bytes:
     return struct.pack(">I", len(head)) + head + payload
 
 
-def worker_config(broker, work: Path, *, name: str = "stream.yaml", **stream):
-    """``(settings, config path, app id)``: topics and app id of their own, a 3 s idle timeout."""
+def worker_config(broker, work: Path, *, name: str = "stream.yaml", worker: dict | None = None,
+                  **stream):
+    """``(settings, config path, app id)``: topics and app id of their own, a 3 s idle timeout.
+
+    ``stream`` and ``worker`` override keys of those sections of configs/stream.yaml.
+    """
     tag = uuid.uuid4().hex[:8]
     cfg = yaml.safe_load((CONFIG_DIR / "stream.yaml").read_text())
     cfg["topics"] = {"chunks": f"chunks-{tag}", "highlights": f"highlights-{tag}",
@@ -49,6 +53,7 @@ def worker_config(broker, work: Path, *, name: str = "stream.yaml", **stream):
     # Segments every 2 chunks: restarts and rebalances recover tracks from head + segments.
     cfg["stream"].update(dict(idle_timeout_s=3, provisional_min_interval_s=0,
                               state_segment_chunks=2), **stream)
+    cfg["worker"].update(worker or {})
     config = work / name
     config.write_text(yaml.safe_dump(cfg))
     return load_settings(config), config, f"hookstream-test-{tag}"
@@ -82,11 +87,18 @@ class Worker:
     def wait_ready(self, timeout_s: float = 90.0) -> float:
         """Seconds until ``/readyz`` answers 200 (group joined, table recovered)."""
         started = time.monotonic()
-        while self.get("/readyz")[0] != 200:
+        while self._probe("/readyz") != 200:
             assert self.proc.poll() is None, f"worker exited\n{self.log_tail()}"
             assert time.monotonic() - started < timeout_s, f"not ready\n{self.log_tail()}"
             time.sleep(0.2)
         return time.monotonic() - started
+
+    def _probe(self, path: str) -> int:
+        """Status of ``GET path``; 0 when it timed out (a loaded machine, the model loading)."""
+        try:
+            return self.get(path)[0]
+        except (TimeoutError, urllib.error.URLError):
+            return 0
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)

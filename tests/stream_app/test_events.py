@@ -285,7 +285,8 @@ def test_every_settings_field_is_read_from_the_yaml(tmp_path):
     changed = {"stream": dict(provisional_min_interval_s=0.5, idle_timeout_s=7.0, min_sample_rate=16000,
                               max_sample_rate=48000, max_channels=1, finished_retention_s=20.0, top_k=2,
                               state_segment_chunks=4),
-               "worker": dict(metrics_port=9999, batch_max_tracks=3, batch_wait_s=0.2, stall_after_s=9.0)}
+               "worker": dict(metrics_port=9999, batch_max_tracks=3, batch_wait_s=0.2, stall_after_s=9.0,
+                              session_timeout_s=3.0)}
     for section, cls in (("stream", StreamSettings), ("worker", WorkerSettings)):
         assert set(changed[section]) == {f.name for f in dataclasses.fields(cls)}, section
     path = tmp_path / "s.yaml"

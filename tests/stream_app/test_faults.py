@@ -4,6 +4,10 @@ Checks: every track gets its final, equal to ``hookstream detect`` on the same a
 incomplete, repeated finals (re-sent after a restart) with the same ``event_id``; prints
 recovery times (kill -> the restarted worker scores its next chunk; kill -> ready).
 
+The workers run with ``worker.session_timeout_s`` ``HOOKSTREAM_FAULT_SESSION_S`` (default
+3 s: the embedded broker's group join takes about half of it, and a killed worker's
+partitions move once it expires; 6 s is the shipped value, Kafka's smallest by default).
+
 Size: ``HOOKSTREAM_FAULT_KILLS`` kills (default 3, CI); e.g. ``HOOKSTREAM_FAULT_KILLS=20
 python -m pytest -m faults -s`` for the larger run. Every worker restart starts with an empty
 local state (the memory store): the table is rebuilt from its changelog each time.
@@ -27,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1
 
 KILLS = int(os.environ.get("HOOKSTREAM_FAULT_KILLS", "3"))
 SEED = int(os.environ.get("HOOKSTREAM_FAULT_SEED", "0"))
+SESSION = {"session_timeout_s": float(os.environ.get("HOOKSTREAM_FAULT_SESSION_S", "3"))}
 
 
 class Stream(threading.Thread):
@@ -75,7 +80,7 @@ def quantiles(xs):
 
 def test_sigkill_at_random_moments_loses_nothing(broker, tiny_ckpt, detector, tmp_path):
     rng = random.Random(SEED)
-    settings, config, app_id = worker_config(broker, tmp_path, idle_timeout_s=60)
+    settings, config, app_id = worker_config(broker, tmp_path, idle_timeout_s=60, worker=SESSION)
     w = Worker(settings, config, tiny_ckpt, app_id, tmp_path)
     w.start()
     w.wait_ready()
@@ -108,8 +113,8 @@ def test_sigkill_at_random_moments_loses_nothing(broker, tiny_ckpt, detector, tm
     finally:
         stream.stop.set()
         w.stop()
-    print(f"\n{KILLS} SIGKILLs, {len(ids)} tracks: recovery (kill -> next chunk scored) {quantiles(recovery)}; "
-          f"kill -> /readyz 200 {quantiles(ready)}")
+    print(f"\n{KILLS} SIGKILLs, {len(ids)} tracks, session {SESSION['session_timeout_s']:g} s: recovery "
+          f"(kill -> next chunk scored) {quantiles(recovery)}; kill -> /readyz 200 {quantiles(ready)}")
     for tid in ids:
         finals = [e for e in got if e["track_id"] == tid and e["kind"] == "final"]
         assert finals, (tid, w.log_tail())
@@ -118,8 +123,14 @@ def test_sigkill_at_random_moments_loses_nothing(broker, tiny_ckpt, detector, tm
         assert_equals_detect(finals[0], detector.detect_samples(tid, stream.signals[tid]))
 
 
+def assigned(w: Worker) -> int:
+    """Partitions the worker owns, from its /readyz (0 while not ready)."""
+    status, text = w.get("/readyz")
+    return int(text.split("ok: ")[1].split()[0]) if status == 200 else 0
+
+
 def test_two_workers_one_killed_the_survivor_finishes(broker, tiny_ckpt, detector, tmp_path):
-    settings, config, app_id = worker_config(broker, tmp_path, idle_timeout_s=60)
+    settings, config, app_id = worker_config(broker, tmp_path, idle_timeout_s=60, worker=SESSION)
     a, b = (Worker(settings, config, tiny_ckpt, app_id, tmp_path / n) for n in "ab")
     for w in (a, b):
         w.work.mkdir()
@@ -130,8 +141,16 @@ def test_two_workers_one_killed_the_survivor_finishes(broker, tiny_ckpt, detecto
     stream.start()
     try:
         time.sleep(3.0)
+        deadline = time.monotonic() + 60
+        while assigned(b) in (0, settings.partitions):  # wait for the split (a rebalance may run)
+            assert time.monotonic() < deadline, b.log_tail()
+            time.sleep(0.1)
         a.kill()
         killed = time.monotonic()
+        while assigned(b) != settings.partitions:  # B takes A's partitions over (warm: no load)
+            assert time.monotonic() - killed < 60, b.log_tail()
+            time.sleep(0.05)
+        takeover = time.monotonic() - killed
         stream.stop.set()
         stream.join(300)
         assert stream.error is None, stream.error
@@ -146,7 +165,8 @@ def test_two_workers_one_killed_the_survivor_finishes(broker, tiny_ckpt, detecto
         stream.stop.set()
         for w in (a, b):
             w.stop()
-    print(f"\nsurvivor finished {len(ids)} tracks {took:.1f} s after the kill")
+    print(f"\nsession {SESSION['session_timeout_s']:g} s: the survivor owned every partition "
+          f"{takeover:.1f} s after the kill and finished {len(ids)} tracks {took:.1f} s after it")
     for tid in ids:
         finals = [e for e in got if e["track_id"] == tid and e["kind"] == "final"]
         assert finals and len({e["event_id"] for e in finals}) == 1, (tid, finals, b.log_tail())

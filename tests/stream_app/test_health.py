@@ -87,3 +87,64 @@ def test_endpoints_over_http():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_live_worker_stalled_on_a_long_batch_turns_healthz_red_then_green(broker, tiny_ckpt, tmp_path):
+    """A real worker given a batch that takes longer than ``worker.stall_after_s``.
+
+    40 tracks of 10 s chunks arrive at once, so the agent's batch (every track's
+    chunks, scored together) takes well over the 0.2 s allowed: /healthz answers 503
+    naming the agent while it runs, and 200 again once the batch is done; /metrics
+    answers throughout (the probes are read from the HTTP thread).
+    """
+    import threading
+    import time
+
+    import numpy as np
+    from streaming import Worker, send, worker_config
+
+    from stream_app.ingest import chunk_events
+
+    settings, config, app_id = worker_config(broker, tmp_path, worker={"stall_after_s": 0.2})
+    w = Worker(settings, config, tiny_ckpt, app_id, tmp_path)
+    w.start()
+    try:
+        w.wait_ready()
+        rng = np.random.default_rng(0)
+        messages = []
+        for i in range(40):
+            x = (0.1 * rng.standard_normal(22050 * 30)).astype(np.float32)
+            messages += [(f"stall-{i}".encode(), v)
+                         for v in chunk_events(f"stall-{i}", x, chunk_seconds=10.0)]
+        seen: list[tuple[int, str]] = []
+        done = threading.Event()
+
+        def poll():
+            while not done.is_set():
+                try:
+                    seen.append(w.get("/healthz"))
+                except (TimeoutError, urllib.error.URLError):
+                    pass
+                time.sleep(0.02)
+
+        t = threading.Thread(target=poll, daemon=True)
+        t.start()
+        send(settings, messages)
+        deadline = time.monotonic() + 120
+        while not any(code == 503 for code, _ in seen):
+            assert time.monotonic() < deadline, w.log_tail()
+            time.sleep(0.05)
+        red = next(body for code, body in seen if code == 503)
+        assert "agent: one batch has taken" in red and "worker.stall_after_s 0.2 s" in red, red
+        while w.metrics()[("hookstream_chunks_total", frozenset())] < len(messages):
+            assert time.monotonic() < deadline, w.log_tail()
+            time.sleep(0.1)
+        while w.get("/healthz")[0] != 200:  # the last batch done: green again
+            assert time.monotonic() < deadline, w.log_tail()
+            time.sleep(0.05)
+        done.set()
+        t.join()
+    finally:
+        w.stop()

@@ -13,6 +13,7 @@ import pytest
 from models.examples import synth_song
 from stream_app.broker import EmbeddedBroker
 from stream_app.ingest import chunk_events
+from stream_app.subscribe import iter_highlights
 from streaming import Worker, send, worker_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -63,16 +64,18 @@ def test_sigterm_when_busy_commits_what_was_processed(broker, tiny_ckpt, tmp_pat
         print(f"\nshutdown, busy ({scored:.0f} of 160 chunks scored): {took:.1f} s (exit {rc})")
         assert rc == 0 and took < LIMIT_S, w.log_tail()
         # A new worker (same group) resumes from the committed offsets: what the first one
-        # scored comes back at most as the duplicates of the last uncommitted batches.
+        # scored comes back at most as the duplicates of the last uncommitted batches. Every
+        # track gets its final, from one worker or the other (the first may have ended some).
         w.start()
-        deadline = time.monotonic() + 90
-        while True:
-            m = w.metrics()
-            done = m.get(("hookstream_tracks_finished_total", frozenset({("how", "ended")})), 0)
-            if done == len(ids) or time.monotonic() > deadline:
+        finals = set()
+        for e in iter_highlights(w.settings, from_beginning=True, track_ids=ids, timeout_s=90):
+            if e["kind"] == "final":
+                assert e["incomplete"] is False, e
+                finals.add(e["track_id"])
+            if finals == set(ids):
                 break
-            time.sleep(0.3)
-        assert done == len(ids), w.log_tail()
+        assert finals == set(ids), w.log_tail()
+        m = w.metrics()
         redone = m[("hookstream_chunks_total", frozenset())]
         duplicates = m.get(("hookstream_rejected_inputs_total", frozenset({("reason", "duplicate")})), 0)
         print(f"after restart: {redone:.0f} chunks scored, {duplicates:.0f} duplicates dropped")

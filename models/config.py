@@ -86,11 +86,15 @@ class WindowConfig:
     length_s: float = 30.0
     gamma: float = 1.0  # as configs/detect.yaml: the default chorus model reads its chorusness alone
     beta: float = 1.0
+    # > 0: a chorus model's chorusness times (best later chroma match)^recurrence (models.recurrence)
+    recurrence: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.length_s > 0, "window.length_s", self.length_s, "must be positive")
         _require(0.0 <= self.gamma <= 1.0, "window.gamma", self.gamma, "must be in [0, 1]")
         _require(0.0 < self.beta <= 1.0, "window.beta", self.beta, "must be in (0, 1]")
+        _require(0.0 <= self.recurrence <= 8.0, "window.recurrence", self.recurrence,
+                 "must be in [0, 8] (0: chorusness alone)")
 
 
 @dataclass(frozen=True)

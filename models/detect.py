@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from models import checkpoint as ckpts
+from models import recurrence
 from models.audio import decode
 from models.config import DetectConfig, WindowConfig
+from models.errors import ConfigError
 from models.scorer import Scorer, TrackScores
 from models.window import Highlight, highlights_json, select_top, slot_attention  # noqa: F401 (re-exported)
 
@@ -55,14 +57,24 @@ class Detector:
         self.cfg = cfg or DetectConfig()
         self.ckpt = ckpt or ckpts.load(self.cfg.checkpoint)
         self.scorer = Scorer(self.ckpt, self.cfg.scorer, device=resolve_device(self.cfg.device))
+        if self.cfg.window.recurrence > 0:
+            _check_recurrence(self.ckpt, self.cfg.window.recurrence)
 
-    def slot_curves(self, scores: TrackScores) -> tuple[np.ndarray, np.ndarray]:
+    def slot_curves(self, scores: TrackScores, window: WindowConfig | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """(attention or, for a chorus model, chorusness per slot; mel energy per slot).
 
-        What the window reads.
+        What the window reads. With ``window.recurrence`` > 0 (default: this
+        detector's window config) a chorus model's chorusness is weighed by how
+        strongly each passage recurs later (:func:`models.recurrence.weigh`).
         """
         sc = self.scorer.cfg
-        curve = scores.attention if scores.chorusness is None else scores.chorusness
+        alpha = (window or self.cfg.window).recurrence
+        if alpha > 0:
+            _check_recurrence(self.ckpt, alpha)
+            curve = recurrence.weigh(scores.chorusness, scores.chroma, alpha)
+        else:
+            curve = scores.attention if scores.chorusness is None else scores.chorusness
         att = slot_attention(curve, scores.chunk_lengths, sc.slot_frames,
                              len(scores.slot_energy), sc.chunk_frames)
         return att, np.asarray(scores.slot_energy, np.float64)
@@ -74,7 +86,7 @@ class Detector:
     def highlights(self, scores: TrackScores, k: int, window: WindowConfig | None = None
                    ) -> tuple[Highlight, ...]:
         """Up to ``k`` non-overlapping highlights, best first (the first is :meth:`highlight`)."""
-        att, energy = self.slot_curves(scores)
+        att, energy = self.slot_curves(scores, window)
         return tuple(select_top(att, energy, slot_s=self.scorer.slot_seconds,
                                 duration_s=scores.duration_s, cfg=window or self.cfg.window, k=k))
 
@@ -89,3 +101,10 @@ class Detector:
         samples = decode(path, sr=self.ckpt.mel.sample_rate,
                          max_duration_s=self.cfg.scorer.max_duration_s)
         return self.detect_samples(track_id_for(path), samples, top_k=top_k)
+
+
+def _check_recurrence(ckpt: ckpts.Checkpoint, alpha: float) -> None:
+    if not (ckpt.model.chorus_logits and ckpt.model.n_chroma):
+        raise ConfigError(f"window.recurrence = {alpha}: model {ckpt.name!r} has no chorusness "
+                          "and chunk chroma to weigh (a chorus model with n_chroma > 0 needed); "
+                          "set it to 0")

@@ -196,6 +196,7 @@ class TrackScores:
     final: bool
     labels: dict[str, float] | None = None
     chorusness: np.ndarray | None = None  # (C,) sigmoid of chorus logits, chorus models only
+    chroma: np.ndarray | None = None  # (C, n_chroma) chunk chroma, structure models only
 
 
 class Scorer:
@@ -374,7 +375,8 @@ class Scorer:
             attention=_softmax(state.logits),
             chunk_lengths=np.full(state.n_chunks, self.cfg.chunk_frames),
             slot_energy=np.concatenate([state.slot_energy, self._tail_slots(state)]),
-            final=False, chorusness=self._chorusness(state.logits))
+            final=False, chorusness=self._chorusness(state.logits),
+            chroma=self._chunk_chroma(state.embeddings, state.n_chunks))
 
     @torch.inference_mode()
     def finalize(self, states: Sequence[TrackState]) -> list[TrackScores]:
@@ -398,7 +400,8 @@ class Scorer:
                 attention=_softmax(logits.get(i, np.zeros(0, _f32))), chunk_lengths=lengths[i],
                 slot_energy=np.concatenate([s.slot_energy, self._tail_slots(s)]),
                 final=True, labels=labels.get(i),
-                chorusness=self._chorusness(logits.get(i, np.zeros(0, _f32))))
+                chorusness=self._chorusness(logits.get(i, np.zeros(0, _f32))),
+                chroma=self._chunk_chroma(s.embeddings, len(logits.get(i, ()))))
             for i, s in enumerate(states)
         ]
 
@@ -432,6 +435,12 @@ class Scorer:
         if not self.ckpt.model.chorus_logits:
             return None
         return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(_f32)
+
+    def _chunk_chroma(self, embeddings: np.ndarray, n_chunks: int) -> np.ndarray | None:
+        """The chroma of the first ``n_chunks`` chunk vectors (their last ``n_chroma`` values)."""
+        if not self.n_chroma:
+            return None
+        return np.asarray(embeddings[:n_chunks, -self.n_chroma:], _f32)
 
     def _tail_slots(self, state: TrackState) -> np.ndarray:
         """Energy of the pending frames, one value per (possibly partial) slot."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -128,7 +128,8 @@ def evaluate(songs: Sequence[Song], detector: Detector, *, length_s: float | Non
         m: dict.fromkeys(METRICS) for m in METHODS}
     return EvalResult(songs=tuple(records), summary=summary, failed=tuple(failed),
                       model=detector.scorer.model_name, length_s=length_s, split=split,
-                      window={"gamma": window.gamma, "beta": window.beta})
+                      window={"gamma": window.gamma, "beta": window.beta,
+                              "recurrence": window.recurrence})
 
 
 def evaluate_song(song: Song, detector: Detector, *, length_s: float) -> SongEval:
@@ -143,7 +144,9 @@ def evaluate_song(song: Song, detector: Detector, *, length_s: float) -> SongEva
         raise InputError(f"{song.audio}: every chorus span starts after the audio's end "
                          f"({duration:.1f} s)")
     slot_s = detector.scorer.slot_seconds
-    attention, energy = detector.slot_curves(scores)
+    attention, energy = detector.slot_curves(scores)  # what the detector's own window reads
+    # the variants and baselines read the model's curve without the recurrence weight
+    plain, _ = detector.slot_curves(scores, replace(detector.cfg.window, recurrence=0.0))
     slot_times = (np.arange(len(energy)) + 0.5) * slot_s
     rep_times, repetition = baselines.repetition_curve(samples, sr, hop_s=REPETITION_HOP_S)
 
@@ -152,8 +155,8 @@ def evaluate_song(song: Song, detector: Detector, *, length_s: float) -> SongEva
         "hookstream": (slot_times, fused_curve(attention, energy, detector.cfg.window.gamma)[0])}
     for name, (gamma, beta) in VARIANTS.items():
         cfg = WindowConfig(length_s=length_s, gamma=gamma, beta=beta)
-        highlights[name] = select(attention, energy, slot_s=slot_s, duration_s=duration, cfg=cfg)
-        score_curves[name] = (slot_times, fused_curve(attention, energy, gamma)[0])
+        highlights[name] = select(plain, energy, slot_s=slot_s, duration_s=duration, cfg=cfg)
+        score_curves[name] = (slot_times, fused_curve(plain, energy, gamma)[0])
     highlights["energy"] = baselines.energy_highlight(energy, slot_s=slot_s, duration_s=duration,
                                                       length_s=length_s)
     score_curves["energy"] = (slot_times, energy)
@@ -169,9 +172,9 @@ def evaluate_song(song: Song, detector: Detector, *, length_s: float) -> SongEva
         curve = score_curves.get(name)
         metrics[name] = {**coverage((h.start_s, h.end_s), chorus),
                          "auc": curve_auc(*curve, chorus) if curve is not None else None}
-    _, scaled_energy = fused_curve(attention, energy, 0.0)
+    _, scaled_energy = fused_curve(plain, energy, 0.0)
     curves = {"energy": (slot_times, scaled_energy),
-              "attention": (slot_times, fused_curve(attention, energy, 1.0)[0]),
+              "attention": (slot_times, fused_curve(plain, energy, 1.0)[0]),
               "repetition": (rep_times, repetition)}
     return SongEval(id=song.id, audio=str(song.audio), duration_s=duration, chorus=chorus,
                     highlights=highlights, metrics=metrics, curves=curves)

@@ -54,29 +54,53 @@ def _bank_frames(samples: np.ndarray, cfg: MelConfig, bank: torch.Tensor) -> tor
     """Power spectra of every frame times ``bank`` (n_fft // 2 + 1, m): (n_frames, m) float32.
 
     The FFT runs in float64 (a float32 FFT errs by ~1e-7 of the frame's total
-    power, i.e. up to 2e-4 relative in quiet bands of music), the spectra are
-    then rounded to complex64 and the filterbank product is float32. Frames go
-    in blocks of :data:`_BLOCK`, the last one zero-padded, so that every FFT and
-    matrix product has the same shape: a frame's values then do not depend on
-    where the signal was cut (pieces equal the whole signal, bit for bit), and
-    blocks stay in cache (3x faster than one STFT over a 4-minute track).
+    power, i.e. up to 2e-4 relative in quiet bands of music); the power is
+    squared in float64 and rounded to float32, and the filterbank product is
+    float32. Frames go in blocks of :data:`_BLOCK`, the last one zero-padded,
+    so that every FFT and matrix product has the same shape: a frame's values
+    then do not depend on where the signal was cut (pieces equal the whole
+    signal, bit for bit), and blocks stay in cache (3x faster than one STFT
+    over a 4-minute track). Each block reuses the same buffers (``out=``): its
+    samples widened to float64, the windowed frames, the spectrum (squared in
+    place) and the power; the whole signal is never copied.
     """
     count = n_frames(len(samples), cfg)
     blocks = -(-count // _BLOCK)
+    columns = bank.shape[1]
+    bank = _padded(bank)
     out = torch.empty((blocks * _BLOCK, bank.shape[1]), dtype=torch.float32)
     if count == 0:
-        return out
-    used = (count - 1) * cfg.hop_length + cfg.n_fft
-    x = torch.zeros((blocks * _BLOCK - 1) * cfg.hop_length + cfg.n_fft, dtype=torch.float64)
-    x[:used] = torch.from_numpy(np.asarray(samples[:used], dtype=np.float32))
-    window = _window(cfg.n_fft)
-    span = (_BLOCK - 1) * cfg.hop_length + cfg.n_fft
+        return out[:, :columns]
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    used = (count - 1) * hop + n_fft
+    x = torch.from_numpy(np.asarray(samples[:used], dtype=np.float32))
+    window = _window(n_fft)
+    span = (_BLOCK - 1) * hop + n_fft
+    segment = torch.empty(span, dtype=torch.float64)  # one block's samples, widened
+    windowed = torch.empty((_BLOCK, n_fft), dtype=torch.float64)
+    spec = torch.empty((_BLOCK, n_fft // 2 + 1), dtype=torch.complex128)
+    parts = torch.view_as_real(spec)
+    power = torch.empty((_BLOCK, n_fft // 2 + 1), dtype=torch.float32)
     for b in range(blocks):
-        seg = x[b * _BLOCK * cfg.hop_length: b * _BLOCK * cfg.hop_length + span]
-        spec = torch.fft.rfft(seg.unfold(0, cfg.n_fft, cfg.hop_length) * window)
-        power = torch.view_as_real(spec.to(torch.complex64)).square().sum(-1)
+        start = b * _BLOCK * hop
+        piece = x[start:start + span]
+        segment[:len(piece)] = piece
+        if len(piece) < span:  # the last block: zero-padded
+            segment[len(piece):] = 0
+        torch.mul(segment.unfold(0, n_fft, hop), window, out=windowed)
+        torch.fft.rfft(windowed, out=spec)
+        torch.mul(parts, parts, out=parts)
+        torch.add(parts[..., 0], parts[..., 1], out=power)
         torch.matmul(power, bank, out=out[b * _BLOCK:(b + 1) * _BLOCK])
-    return out[:count]
+    return out[:count, :columns]
+
+
+@lru_cache(maxsize=8)
+def _padded(bank: torch.Tensor) -> torch.Tensor:
+    """``bank`` with zero columns up to a multiple of 16 (the float32 product is about 15%
+    faster on 144 columns than on 140); the extra output columns are dropped."""
+    extra = -bank.shape[1] % 16
+    return torch.nn.functional.pad(bank, (0, extra)).contiguous() if extra else bank
 
 
 @lru_cache(maxsize=8)

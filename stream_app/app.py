@@ -49,6 +49,7 @@ APP_ID = "hookstream"
 TABLE = "track-state"
 SWEEP_INTERVAL_S = 1.0
 HEARTBEAT_INTERVAL_S = 1.0  # the event loop's heartbeat for /healthz
+GAUGE_INTERVAL_S = 1.0  # how often the open/ended table gauges are recounted
 
 
 def create_app(settings: Settings, detector: "Detector | Callable[[], Detector]", metrics: Metrics, *,
@@ -136,6 +137,11 @@ def create_app(settings: Settings, detector: "Detector | Callable[[], Detector]"
             metrics.provisional_latency.observe(latency)
         for d in outcome.dead_letters:
             await dead_letters.send(key=events.dead_letter_key(d), value=events.encode_dead_letter(d))
+
+    def count_records() -> None:
+        """The open/ended gauges: one pass over the table's heads (a JSON header each), so it
+        runs on a timer, not after every batch (with 200 open tracks a pass took 4.3 ms, about
+        20 times a second at 100 chunks/s)."""
         mine = owned_partitions()
         ended = open_ = 0
         for k, v in records_table.heads():
@@ -179,6 +185,11 @@ def create_app(settings: Settings, detector: "Detector | Callable[[], Detector]"
     @app.timer(interval=HEARTBEAT_INTERVAL_S)
     async def heartbeat():
         health.beat()
+
+    @app.timer(interval=GAUGE_INTERVAL_S)
+    async def gauges():
+        if not app.rebalancing:
+            count_records()
 
     @app.timer(interval=SWEEP_INTERVAL_S)
     async def sweep():

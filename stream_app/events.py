@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from models.audio import all_finite
 from models.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -122,8 +123,8 @@ class AudioChunk:
 
         For a mono f32le chunk this is bit-exact with the samples encoded.
         """
-        s = self.samples()
-        return s[:, 0].copy() if self.channels == 1 else s.mean(axis=1, dtype=np.float32)
+        s = self.samples()  # a fresh array: a mono one is returned as it is, not copied again
+        return s.reshape(-1) if self.channels == 1 else s.mean(axis=1, dtype=np.float32)
 
 
 def encode_chunk(
@@ -258,7 +259,7 @@ def decode_chunk(
                          f"of {frame}-byte frames")
     if not payload and not header["end"]:
         raise EventError("payload_length", f"{where}: empty payload on a chunk that is not the end")
-    if header["encoding"] == "f32le" and not np.all(np.isfinite(np.frombuffer(payload, dtype="<f4"))):
+    if header["encoding"] == "f32le" and not all_finite(np.frombuffer(payload, dtype="<f4")):
         raise EventError("nonfinite_audio", f"{where}: audio contains NaN or infinite samples")
     return AudioChunk(
         track_id=header["track_id"],

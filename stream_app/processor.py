@@ -197,7 +197,8 @@ class Processor:
         items = []
         for tid, w in work.items():
             state = w.record.state or self.scorer.init_state(tid, sample_rate=w.rate)
-            samples = np.concatenate(w.pieces) if w.pieces else np.zeros(0, np.float32)
+            samples = (w.pieces[0] if len(w.pieces) == 1 else np.concatenate(w.pieces)
+                       if w.pieces else np.zeros(0, np.float32))
             items.append((state, samples))
         started = time.perf_counter()
         due = [not w.end and self._due(w.record, now) for w in work.values()]

@@ -33,9 +33,14 @@ def wait_finished(w: Worker, n: int, timeout_s: float = 300.0) -> dict:
     while True:
         m = w.metrics()
         if gauge(m, "hookstream_tracks_finished_total", how="ended") >= n:
-            return m
+            break
         assert time.monotonic() < deadline, (n, w.log_tail())
         time.sleep(0.2)
+    settle = time.monotonic() + 5.0  # the table gauges are recounted every GAUGE_INTERVAL_S
+    while gauge(m, "hookstream_table_records", state="open") > 0 and time.monotonic() < settle:
+        time.sleep(0.2)
+        m = w.metrics()
+    return m
 
 
 def sample(proc: psutil.Process) -> dict:

@@ -97,6 +97,12 @@ class Detector:
         spans = self.highlights(scores, top_k)
         return Detection(track_id, spans[0], scores, self.scorer.model_name, spans)
 
+    def warm_up(self) -> None:
+        """Score 4 s of silence once: the networks' and the front end's first-call costs
+        (allocations, kernel choice) are paid here rather than on a real track."""
+        sr = self.ckpt.mel.sample_rate
+        self.detect_samples("warm-up", np.zeros(4 * sr, np.float32))
+
     def detect_file(self, path: str | Path, *, top_k: int = 1) -> Detection:
         samples = decode(path, sr=self.ckpt.mel.sample_rate,
                          max_duration_s=self.cfg.scorer.max_duration_s)

@@ -105,13 +105,20 @@ def create_app(settings: Settings, detector: "Detector | Callable[[], Detector]"
                                 else (False, "loading the model"))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
 
-    def build() -> Processor:
-        det = detector() if callable(detector) else detector
-        if on_loaded is not None:
-            on_loaded(det)
-        return Processor(det, settings.stream, metrics)
+    def build() -> None:
+        try:
+            det = detector() if callable(detector) else detector
+            if on_loaded is not None:
+                on_loaded(det)
+            loading.set_result(Processor(det, settings.stream, metrics))
+        except BaseException as exc:  # noqa: BLE001 (the agent re-raises it)
+            loading.set_exception(exc)
 
-    loading: Future = executor.submit(build)  # first in the scorer thread's queue
+    # The model loads on the scorer thread from the moment the app starts: after Faust's
+    # setup (which then does not compete with torch's import for the interpreter lock),
+    # overlapping the table manager's pause and the group join, both waits.
+    loading: Future = Future()
+    app.on_start_callbacks = [lambda: executor.submit(build)]  # first in the scorer thread's queue
     lock = asyncio.Lock()  # the agent and the idle timer both write the table
 
     def owned_partitions() -> set[int]:

@@ -184,8 +184,19 @@ class Transport(faust_aiokafka.Transport):
 
 
 class App(faust.App):
+    """Faust's app with the low-wait transport, and ``on_start_callbacks``: called (no
+    arguments) as the app starts, before its consumer and table manager (the worker
+    starts loading its model then, to overlap the group join)."""
+
+    on_start_callbacks: list = []
+
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        for callback in self.on_start_callbacks:
+            callback()
 
 
 class Recovery(recovery.Recovery):

@@ -101,6 +101,7 @@ def run(args) -> int:
 
             torch.set_num_threads(max(1, args.torch_threads))
             detector = Detector(detect_cfg, checkpoint.load(ckpt_path))
+            detector.warm_up()  # first-call costs here, overlapped, not in the first batch
         except Exception as exc:  # a bad checkpoint: nothing was scored yet, nothing is lost
             log.error("worker: cannot load the model: %s", exc)
             logging.shutdown()

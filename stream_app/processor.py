@@ -197,8 +197,8 @@ class Processor:
         items = []
         for tid, w in work.items():
             state = w.record.state or self.scorer.init_state(tid, sample_rate=w.rate)
-            samples = (w.pieces[0] if len(w.pieces) == 1 else np.concatenate(w.pieces)
-                       if w.pieces else np.zeros(0, np.float32))
+            pieces = w.pieces or [np.zeros(0, np.float32)]
+            samples = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
             items.append((state, samples))
         started = time.perf_counter()
         due = [not w.end and self._due(w.record, now) for w in work.values()]

@@ -3,9 +3,19 @@
 # system packages (fluidsynth + a General MIDI soundfont, for rendering POP909;
 # prometheus for promtool and docker-compose, which the tests use to check deploy/),
 # a virtual environment in .venv, and the project with its test dependencies.
-# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh [--renders]
+# --renders also installs the soundfonts of the other renders used for training and
+# evaluation (scripts/apt-packages-renders.txt: TimGM6mb, MuseScore General Lite,
+# OPL-3; about 180 MB), see docs/evaluation.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+lists=(scripts/apt-packages.txt)
+case "${1:-}" in
+  "") ;;
+  --renders) lists+=(scripts/apt-packages-renders.txt) ;;
+  *) echo "usage: bash scripts/setup.sh [--renders]" >&2; exit 2 ;;
+esac
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -15,7 +25,7 @@ SUDO=""
 need=()
 while read -r pkg; do
   [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need+=("$pkg")
-done < scripts/apt-packages.txt
+done < <(cat "${lists[@]}")
 # venv support is a separate Debian package (python3.11-venv / python3-venv).
 if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
   need+=("$(basename "$PYTHON")-venv")

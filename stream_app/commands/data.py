@@ -7,7 +7,26 @@ import os
 from collections import Counter
 from pathlib import Path
 
-DEFAULT_POP909 = Path(__file__).resolve().parents[2].parent / "shared/data/pop909"
+ENV_POP909 = "HOOKSTREAM_POP909"
+_SHARED = Path("shared/data/pop909")
+
+
+def default_pop909(environ=os.environ, start: Path | None = None, *,
+                   checkout: Path | None = None) -> Path:
+    """Where POP909 is by default: ``$HOOKSTREAM_POP909``, else the nearest
+    ``shared/data/pop909`` beside the checkout or one of the folders above it (a git
+    worktree elsewhere still finds the one beside the main checkout when it is above
+    the worktree), else beside the checkout (the path named in the error)."""
+    if environ.get(ENV_POP909):
+        return Path(environ[ENV_POP909])
+    checkout = checkout or Path(__file__).resolve().parents[2]
+    for folder in [checkout, *checkout.parents] + ([start, *start.parents] if start else []):
+        if (folder / _SHARED / "songs.jsonl").is_file():
+            return folder / _SHARED
+    return checkout.parent / _SHARED
+
+
+DEFAULT_POP909 = default_pop909(start=Path.cwd())
 
 
 def register(sub) -> None:
@@ -17,7 +36,9 @@ def register(sub) -> None:
     q = dsub.add_parser("pop909", help="render POP909 MIDI songs to audio and write a manifest")
     q.add_argument(
         "--src", default=str(DEFAULT_POP909),
-        help="POP909 folder with midi/, songs.jsonl, annotations.jsonl (default: %(default)s)",
+        help="POP909 folder with midi/, songs.jsonl, annotations.jsonl (default: "
+             f"${ENV_POP909}, else the nearest shared/data/pop909 above the checkout or the "
+             "current folder: %(default)s)",
     )
     q.add_argument("--out", default="data/pop909", help="output folder (default: %(default)s)")
     q.add_argument(

@@ -151,3 +151,20 @@ def test_data_command_registers_pop909_with_defaults(tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "manifest.jsonl (1 songs)" in printed and "train    1 songs" in printed and "minor 1" in printed
+
+
+def test_default_pop909_env_then_nearest_shared_folder(tmp_path):
+    from stream_app.commands import data
+
+    assert data.default_pop909({data.ENV_POP909: str(tmp_path / "x")}) == tmp_path / "x"
+    found = tmp_path / "a" / "shared" / "data" / "pop909"
+    found.mkdir(parents=True)
+    (found / "songs.jsonl").write_text("")
+    worktree = tmp_path / "a" / "wt" / "branch"  # a git worktree two levels further down
+    worktree.mkdir(parents=True)
+    assert data.default_pop909({}, checkout=worktree) == found
+    assert data.default_pop909({}, checkout=tmp_path / "a" / "main") == found
+    elsewhere = tmp_path / "b" / "checkout"
+    elsewhere.mkdir(parents=True)
+    assert data.default_pop909({}, checkout=elsewhere, start=worktree) == found  # from the cwd
+    assert data.default_pop909({}, checkout=elsewhere) == tmp_path / "b" / "shared/data/pop909"

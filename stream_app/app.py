@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
@@ -76,6 +78,9 @@ def create_app(settings: Settings, detector: "Detector | Callable[[], Detector]"
         **FAUST_BROKER_KW,
         **faust_group_kwargs(settings),
         store="memory://",
+        # The memory store keeps nothing on disk, but Faust still makes "<app id>-data/v1/tables"
+        # under its data directory (the current folder by default): a temporary folder instead.
+        datadir=os.path.join(tempfile.gettempdir(), f"{app_id}-data"),
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         web_enabled=False,

@@ -188,7 +188,7 @@ class App(faust.App):
     arguments) as the app starts, before its consumer and table manager (the worker
     starts loading its model then, to overlap the group join)."""
 
-    on_start_callbacks: list = []
+    on_start_callbacks: tuple = ()  # an app sets its own (a class-level list would be shared)
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)

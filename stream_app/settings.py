@@ -73,7 +73,7 @@ AIOKAFKA_GROUP_KW: dict[str, int] = dict(session_timeout_ms=6000, heartbeat_inte
 #   time passed since its first. It adds up to its value to a chunk's latency;
 #   under load, events that arrive while a batch is scored make the next batch
 #   larger anyway, so a short window costs little throughput (0.05 -> 0.01:
-#   own-event p50 0.167 -> 0.066-0.110 s, docs/performance.md).
+#   own-event p50 0.180/0.189 -> 0.094/0.087 s, docs/performance.md).
 LATENCY: dict[str, float] = dict(
     worker_fetch_max_wait_ms=50,
     subscriber_fetch_max_wait_ms=50,

@@ -111,6 +111,11 @@ class Worker:
     def log_tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:]
 
+    def log_lines(self, needle: str) -> str:
+        """The lines of every start's log that contain ``needle`` (e.g. a track id)."""
+        return "\n".join(line for log in sorted(self.work.glob("worker-*.log"))
+                         for line in log.read_text(errors="replace").splitlines() if needle in line)
+
     def metrics(self) -> dict:
         """``{(sample name, frozenset(labels)): value}`` from /metrics."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:

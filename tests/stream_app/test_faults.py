@@ -119,7 +119,7 @@ def test_sigkill_at_random_moments_loses_nothing(broker, tiny_ckpt, detector, tm
         finals = [e for e in got if e["track_id"] == tid and e["kind"] == "final"]
         assert finals, (tid, w.log_tail())
         assert len({e["event_id"] for e in finals}) == 1, finals  # a re-sent final is the same event
-        assert finals[0]["incomplete"] is False, finals[0]
+        assert finals[0]["incomplete"] is False, (finals[0], w.log_lines(tid))
         assert_equals_detect(finals[0], detector.detect_samples(tid, stream.signals[tid]))
 
 
@@ -170,5 +170,5 @@ def test_two_workers_one_killed_the_survivor_finishes(broker, tiny_ckpt, detecto
     for tid in ids:
         finals = [e for e in got if e["track_id"] == tid and e["kind"] == "final"]
         assert finals and len({e["event_id"] for e in finals}) == 1, (tid, finals, b.log_tail())
-        assert finals[0]["incomplete"] is False
+        assert finals[0]["incomplete"] is False, (finals[0], a.log_lines(tid), b.log_lines(tid))
         assert_equals_detect(finals[0], detector.detect_samples(tid, stream.signals[tid]))

@@ -84,12 +84,15 @@ def test_patches_subclass_what_they_replace():
     from faust.stores import memory
     from faust.tables import Table, TableManager, recovery
     from faust.transport.drivers import aiokafka as fa
+    from faust.transport.producer import ProducerBuffer
 
     import faust
     import faust.worker
 
     for ours, theirs in [(faust_patches.ConsumerThread, fa.AIOKafkaConsumerThread),
                          (faust_patches.Consumer, fa.Consumer), (faust_patches.Transport, fa.Transport),
+                         (faust_patches.Producer, fa.Producer),
+                         (faust_patches.DeliveringProducerBuffer, ProducerBuffer),
                          (faust_patches.App, faust.App), (faust_patches.Recovery, recovery.Recovery),
                          (faust_patches.TableManager, TableManager),
                          (faust_patches.OwnedMemoryStore, memory.Store),
@@ -143,3 +146,37 @@ def test_segment_keys_go_to_their_tracks_changelog_partition(tmp_path):
         assert faust_patches.key_partition(segment_key(tid, 12), 8) == want
         parts.add(want)
     assert len(parts) > 1  # (the ids do not all share one partition: the check can fail)
+
+
+def test_flush_waits_until_every_changelog_record_is_delivered(tmp_path):
+    """Faust's buffer flush returns while records still wait (a commit then went in ahead
+    of the table's changelog); the patched buffer's returns once each is delivered."""
+    import faust
+    from faust.transport.producer import ProducerBuffer
+
+    app = faust.App("patch-test-3", datadir=str(tmp_path), web_enabled=False)
+
+    def slow(cls):
+        class Slow(cls):  # one record in flight: 0.15 s to hand over, delivered 0.05 s later
+            async def _send_pending(self, fut):
+                await asyncio.sleep(0.15)
+                asyncio.get_running_loop().call_later(0.05, fut.set_result, None)
+        return Slow
+
+    async def flush_with(cls) -> list[bool]:
+        buffer = slow(cls)()
+        buffer.app = app
+        await buffer.start()
+        futs = [asyncio.get_running_loop().create_future() for _ in range(4)]
+        for fut in futs:
+            buffer.put(fut)
+        await buffer.flush()
+        done = [f.done() for f in futs]
+        await asyncio.wait(futs)  # (Faust's buffer refuses to stop with records waiting)
+        await buffer.stop()
+        return done
+
+    assert asyncio.run(flush_with(ProducerBuffer)) == [False] * 4  # the bug: nothing delivered yet
+    assert asyncio.run(flush_with(faust_patches.DeliveringProducerBuffer)) == [True] * 4
+    producer = faust_patches.Transport("memory://", app).create_producer()
+    assert isinstance(producer.buffer, faust_patches.DeliveringProducerBuffer)

@@ -188,7 +188,7 @@ def _carry(tail: np.ndarray, samples: np.ndarray, cfg: MelConfig) -> tuple[np.nd
     """(tail + samples, the part of it no complete frame consumes: the next tail)."""
     buffer = np.concatenate([tail, samples]) if len(tail) else np.asarray(samples, np.float32)
     count = n_frames(len(buffer), cfg)
-    return buffer, np.ascontiguousarray(buffer[count * cfg.hop_length:], dtype=np.float32)
+    return buffer, buffer[count * cfg.hop_length:].astype(np.float32)  # a copy: not a view of the caller's array
 
 
 def log_mel(power: np.ndarray, cfg: MelConfig) -> np.ndarray:

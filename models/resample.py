@@ -123,13 +123,15 @@ class Resampler:
         return -(-n_in * self.up // self.down)
 
     def step(self, state: ResampleState, x: np.ndarray) -> tuple[np.ndarray, ResampleState]:
-        """Feed ``x`` (mono float32, shape (n,)); return the outputs now complete and the state."""
+        """Feed ``x`` (mono float32, shape (n,)); return the outputs now complete and the state.
+
+        At equal rates the output is ``x`` itself (as float32), not a copy."""
         self._check(state)
         x = np.asarray(x, _f32)
         if x.ndim != 1:
             raise InputError(f"resampler: expected mono samples of shape (n,), got {x.shape}")
         if self.identity:
-            return x.copy(), ResampleState(state.carry, state.n_in + len(x), state.n_out + len(x))
+            return x, ResampleState(state.carry, state.n_in + len(x), state.n_out + len(x))
         buf = np.concatenate([state.carry, x])
         hop = self.block * self.down // self.up
         n_blocks = 0 if len(buf) < self.window else (len(buf) - self.window) // hop + 1

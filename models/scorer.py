@@ -284,9 +284,9 @@ class Scorer:
         """Frame new samples; return (state with pending frames, new full chunks, their chroma).
 
         Chunks are (n, n_mels, chunk_frames); chroma (n, n_chroma) chunk means,
-        or None for a model without structure inputs.
+        or None for a model without structure inputs. ``samples`` are mono float32
+        at the model's rate from :meth:`step`'s resampler (checked there) or its flush.
         """
-        samples = validate_samples(samples, name=f"track {state.track_id!r}")
         total = state.n_samples + len(samples)
         if total > self.cfg.max_duration_s * self.mel_cfg.sample_rate:
             raise InputError(f"track {state.track_id!r}: longer than the maximum of "

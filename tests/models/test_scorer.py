@@ -213,6 +213,20 @@ def test_short_track_without_chunks_and_too_long_track():
         scorer.step([(state, song(5.0))])
 
 
+def test_state_keeps_no_view_of_the_callers_samples():
+    """The caller may reuse its buffer after a step (the identity resampler passes it on)."""
+    scorer = make_scorer()
+    x = song(7.3)
+    buf = x[:50_000].copy()
+    state = scorer.step([(scorer.init_state("v"), buf)])[0]
+    buf[:] = 1.0  # the caller overwrites its buffer
+    state = scorer.step([(state, x[50_000:])])[0]
+    want = scorer.step([(scorer.init_state("v"), x)])[0]
+    np.testing.assert_array_equal(state.tail, want.tail)
+    np.testing.assert_array_equal(scorer.finalize([state])[0].attention,
+                                  scorer.finalize([want])[0].attention)
+
+
 def test_rejects_nonfinite_samples_and_duplicate_tracks():
     scorer = make_scorer()
     bad = song(1.0)

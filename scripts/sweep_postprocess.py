@@ -17,7 +17,11 @@ the chorusness window"):
   chorusness * (1 + l * number of other candidates holding a phrase with chroma
   similarity >= t);
 - ``runstart``: chorusness damped with the distance from the start of its
-  high-chorusness run (prefer the first, B, part of a B+C block).
+  high-chorusness run (prefer the first, B, part of a B+C block);
+- ``snap s<S> tol<t> w<W>``: boundary snapping: among the window starts within
+  ``S`` slots of the best one whose window sum is within ``t`` (relative) of the
+  best, the one with the largest energy rise (mean slot energy of the ``W`` slots
+  after it minus the ``W`` before).
 
 Nothing here is used by detection; it is the record of what was tried.
 """
@@ -99,6 +103,30 @@ def rerank(k: int, lam: float, thr: float, chunk_s: float):
     return choose
 
 
+def snap(span: int, tol: float, w: int):
+    def choose(r, att, cfg, slot_s):
+        h = select(att, r["energy"], slot_s=slot_s, duration_s=r["duration"], cfg=cfg)
+        width = int(round(cfg.length_s / slot_s))
+        n = len(att)
+        if n <= width:
+            return h
+        sums = np.convolve(att, np.ones(width), "valid")  # window sum per start slot
+        i0 = int(round(h.start_s / slot_s))
+        i0 = min(max(i0, 0), len(sums) - 1)
+        e = np.pad(np.asarray(r["energy"], np.float64), (w, w), mode="edge")
+        best, rise = i0, -np.inf
+        for j in range(max(0, i0 - span), min(len(sums), i0 + span + 1)):
+            if sums[j] < sums[i0] * (1 - tol) - 1e-12:
+                continue
+            v = e[j + w:j + 2 * w].mean() - e[j:j + w].mean()  # after minus before (padded)
+            if v > rise:
+                best, rise = j, v
+        start = best * slot_s
+        end = min(start + cfg.length_s, r["duration"])
+        return type(h)(round(max(0.0, end - cfg.length_s), 3), round(end, 3), h.score)
+    return choose
+
+
 def variants(chunk_s: float) -> dict:
     ch = lambda r: r["chorusness"]  # noqa: E731
     out = {"base": (ch, None)}
@@ -120,6 +148,10 @@ def variants(chunk_s: float) -> dict:
         for tau in (8, 16):
             out[f"runstart t{thr} tau{tau}"] = ((lambda thr, tau: lambda r: r["chorusness"] * (
                 0.5 + 0.5 * np.exp(-run_position(r["chorusness"], thr) / tau)))(thr, tau), None)
+    for span in (5, 10):
+        for tol in (0.0, 0.02, 0.05):
+            for w in (5, 10):
+                out[f"snap s{span} tol{tol} w{w}"] = (ch, snap(span, tol, w))
     return out
 
 
@@ -141,6 +173,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("manifests", nargs="+")
     p.add_argument("--split", default="val")
+    p.add_argument("--only", default="", help="only the variants whose name starts with this "
+                   "(and base)")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)  # the scorer's tail embedding reads tensors as numpy
@@ -153,6 +187,8 @@ def main() -> None:
         renders.append([song_curves(det, s) for s in songs])
     print("variant".ljust(26) + "".join(f"{'c50':>8}{'prec':>7}" for _ in renders) + "   mean")
     for name, (curve_fn, choose) in variants(chunk_s).items():
+        if args.only and name != "base" and not name.startswith(args.only):
+            continue
         vals = [measure(recs, curve_fn, choose, det) for recs in renders]
         mean = np.mean([(c + q) / 2 for c, q in vals])
         print(name.ljust(26) + "".join(f"{c:8.3f}{q:7.3f}" for c, q in vals) + f"   {mean:.4f}",

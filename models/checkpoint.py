@@ -1,7 +1,10 @@
 """Self-describing checkpoints: safetensors weights with a JSON header, no pickle.
 
 One ``.safetensors`` file holds the model weights, the z-score statistics
-(tensors ``norm.mean`` and ``norm.std``) and, in the safetensors metadata
+(tensors ``norm.mean`` and ``norm.std``), the front end's filterbanks as librosa
+built them when the checkpoint was saved (``frontend.mel``, ``frontend.chroma``;
+optional: older files without them get librosa's at load, see
+:func:`models.mel.adopt_filterbanks`) and, in the safetensors metadata
 under ``hookstream``, a JSON document::
 
     {"format": 1, "name": ..., "model": {ModelConfig}, "mel": {MelConfig},
@@ -24,6 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models import mel as mel_frontend
 from models import nets
 from models.config import MelConfig, from_dict, to_dict
 from models.errors import CheckpointError, ConfigError
@@ -33,6 +37,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "hookstream-ch
 # The papers' method: Huang 2017 trained on song-level labels only (configs/detect-huang-weak.yaml).
 WEAK_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "hookstream-huang-pop909.safetensors"
 _NORM_KEYS = ("norm.mean", "norm.std")
+_BANK_PREFIX = "frontend."
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,14 @@ class Checkpoint:
     norm_std: np.ndarray  # (n_mels,) float32
     state_dict: dict[str, torch.Tensor]
     provenance: dict = field(default_factory=dict)
+    # The front end's filterbanks as stored in the file ({"mel": ..., "chroma": ...}, float32,
+    # models.mel.filterbanks); empty for a file saved before they were stored.
+    filterbanks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def adopt_filterbanks(self) -> None:
+        """Make the front end use this checkpoint's stored filterbanks (no librosa import)."""
+        if self.filterbanks:
+            mel_frontend.adopt_filterbanks(self.mel, self.filterbanks, self.model.n_chroma)
 
     @property
     def trained(self) -> bool:
@@ -72,6 +85,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     tensors["norm.mean"] = torch.from_numpy(np.asarray(ckpt.norm_mean, np.float32))
     tensors["norm.std"] = torch.from_numpy(np.asarray(ckpt.norm_std, np.float32))
+    banks = ckpt.filterbanks or mel_frontend.filterbanks(ckpt.mel, ckpt.model.n_chroma)
+    tensors.update({_BANK_PREFIX + k: torch.from_numpy(v) for k, v in banks.items()})
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata={"hookstream": json.dumps(ckpt.describe())})
     tmp.replace(path)
@@ -112,9 +127,16 @@ def load(path: str | Path | None = None) -> Checkpoint:
     std = tensors.pop("norm.std").numpy()
     if len(labels) != model.n_labels:
         raise CheckpointError(f"{path}: {len(labels)} label names for {model.n_labels} outputs")
-    return Checkpoint(name=doc.get("name", path.stem), model=model, mel=mel, labels=labels,
+    banks = {k[len(_BANK_PREFIX):]: tensors.pop(k).numpy()
+             for k in [k for k in tensors if k.startswith(_BANK_PREFIX)]}
+    ckpt = Checkpoint(name=doc.get("name", path.stem), model=model, mel=mel, labels=labels,
                       norm_mean=mean, norm_std=std, state_dict=tensors,
-                      provenance=doc.get("provenance", {}))
+                      provenance=doc.get("provenance", {}), filterbanks=banks)
+    try:
+        ckpt.adopt_filterbanks()
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return ckpt
 
 
 def untrained(model: nets.ModelConfig, labels: tuple[str, ...], *, seed: int = 0,

@@ -28,18 +28,59 @@ def n_frames(n_samples: int, cfg: MelConfig) -> int:
     return 1 + (n_samples - cfg.n_fft) // cfg.hop_length
 
 
+# Filterbanks a checkpoint carries (see :func:`adopt_filterbanks`), by (config, kind, n_chroma).
+_ADOPTED: dict[tuple[MelConfig, str, int], torch.Tensor] = {}
+
+
 @lru_cache(maxsize=8)
 def _filterbank(cfg: MelConfig) -> torch.Tensor:
     """(n_fft // 2 + 1, n_mels) float64: librosa's slaney filterbank, exactly.
 
     librosa builds it in float32; torchaudio's own ``melscale_fbanks`` differs
-    from it by ~5e-6 relative, which would break the 1e-5 golden test.
+    from it by ~5e-6 relative, which would break the 1e-5 golden test. A
+    checkpoint's own copy (:func:`adopt_filterbanks`) is used where there is one.
     """
+    if (cfg, "mel", 0) in _ADOPTED:
+        return _ADOPTED[cfg, "mel", 0]
     import librosa
 
     fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
                              fmin=cfg.f_min, fmax=cfg.f_max)
     return torch.from_numpy(fb.T.astype(np.float64))
+
+
+def filterbanks(cfg: MelConfig, n_chroma: int = 0) -> dict[str, np.ndarray]:
+    """The filterbanks of this front end as librosa's float32 arrays, to store in a checkpoint:
+    ``{"mel": (n_mels, n_fft // 2 + 1)}`` and, with ``n_chroma``, ``"chroma"`` (n_chroma, ...)."""
+    out = {"mel": _filterbank(cfg).T.numpy().astype(np.float32)}
+    if n_chroma:
+        out["chroma"] = _chroma_filterbank(cfg, n_chroma).T.numpy().astype(np.float32)
+    return out
+
+
+def adopt_filterbanks(cfg: MelConfig, banks: dict[str, np.ndarray], n_chroma: int = 0) -> None:
+    """Use ``banks`` (as :func:`filterbanks` returns them, e.g. read from a checkpoint) for
+    ``cfg`` from now on instead of building them with librosa.
+
+    The front end then does not import librosa (and with it scipy.signal, about 1.5 s of a
+    worker's start) and keeps the banks the model was trained with. Raises ``ValueError``
+    if a bank's shape does not fit ``cfg``.
+    """
+    bins = cfg.n_fft // 2 + 1
+    shapes = {"mel": (cfg.n_mels, bins), "chroma": (n_chroma, bins)}
+    for kind, bank in banks.items():
+        if kind not in shapes or (kind == "chroma" and not n_chroma):
+            raise ValueError(f"filterbank {kind!r}: not part of this front end")
+        if tuple(bank.shape) != shapes[kind]:
+            raise ValueError(f"filterbank {kind!r}: shape {tuple(bank.shape)}, "
+                             f"the front end needs {shapes[kind]}")
+        if not np.all(np.isfinite(bank)):
+            raise ValueError(f"filterbank {kind!r}: values that are not finite")
+    for kind, bank in banks.items():
+        _ADOPTED[cfg, kind, n_chroma if kind == "chroma" else 0] = \
+            torch.from_numpy(np.asarray(bank, np.float32).T.astype(np.float64))
+    for cached in (_filterbank, _chroma_filterbank, _banks, _padded):
+        cached.cache_clear()
 
 
 @lru_cache(maxsize=8)
@@ -127,7 +168,10 @@ def mel_power(samples: np.ndarray, cfg: MelConfig) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _chroma_filterbank(cfg: MelConfig, n_chroma: int) -> torch.Tensor:
-    """(n_fft // 2 + 1, n_chroma) float64: librosa's chroma filterbank (A440 tuning)."""
+    """(n_fft // 2 + 1, n_chroma) float64: librosa's chroma filterbank (A440 tuning), or the
+    checkpoint's own copy (:func:`adopt_filterbanks`)."""
+    if (cfg, "chroma", n_chroma) in _ADOPTED:
+        return _ADOPTED[cfg, "chroma", n_chroma]
     import librosa
 
     fb = librosa.filters.chroma(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_chroma=n_chroma)

@@ -62,3 +62,58 @@ def test_default_checkpoint_is_trained():
     ck = checkpoint.load(None)
     assert ck.trained, "the shipped default model must be a trained one"
     assert ck.provenance["metrics"] and ck.provenance["data"]
+
+
+def test_filterbanks_are_stored_and_equal_librosa(tmp_path):
+    import librosa
+
+    ck = checkpoint.untrained(nets.tiny(), LABELS)
+    back = checkpoint.load(checkpoint.save(ck, tmp_path / "m.safetensors"))
+    m = back.mel
+    want = librosa.filters.mel(sr=m.sample_rate, n_fft=m.n_fft, n_mels=m.n_mels, fmin=m.f_min, fmax=m.f_max)
+    np.testing.assert_array_equal(back.filterbanks["mel"], want)
+    for ck in (back, checkpoint.load(None)):  # the shipped default carries them too
+        assert set(ck.filterbanks) == ({"mel", "chroma"} if ck.model.n_chroma else {"mel"})
+        np.testing.assert_array_equal(ck.filterbanks["mel"], want)
+        if ck.model.n_chroma:
+            np.testing.assert_array_equal(ck.filterbanks["chroma"], librosa.filters.chroma(
+                sr=m.sample_rate, n_fft=m.n_fft, n_chroma=ck.model.n_chroma))
+    assert not any(k.startswith("frontend.") for k in back.state_dict)  # banks are not weights
+
+
+def _rewrite(path, change):
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def test_a_file_without_stored_filterbanks_still_loads(tmp_path):
+    path = checkpoint.save(checkpoint.untrained(nets.tiny(), LABELS), tmp_path / "old.safetensors")
+    _rewrite(path, lambda t: [t.pop(k) for k in list(t) if k.startswith("frontend.")])
+    back = checkpoint.load(path)
+    assert back.filterbanks == {}
+    back.build()
+
+
+def test_a_filterbank_of_the_wrong_shape_is_refused(tmp_path):
+    path = checkpoint.save(checkpoint.untrained(nets.tiny(), LABELS), tmp_path / "bad.safetensors")
+    _rewrite(path, lambda t: t.update({"frontend.mel": np.ones((64, 1025), np.float32)}))
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: filterbank 'mel': shape \(64, 1025\)"):
+        checkpoint.load(path)
+
+
+def test_the_default_model_scores_without_importing_librosa():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from models import checkpoint\nfrom models.detect import Detector\n"
+            "from models.config import load_detect_config\n"
+            "Detector(load_detect_config(), checkpoint.load(None)).warm_up()\n"
+            "print(sorted(m for m in ('librosa', 'scipy.signal') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out  # scipy.signal's import alone is ~1.5 s of a worker's start

@@ -33,29 +33,31 @@ _ADOPTED: dict[tuple[MelConfig, str, int], torch.Tensor] = {}
 
 
 @lru_cache(maxsize=8)
-def _filterbank(cfg: MelConfig) -> torch.Tensor:
-    """(n_fft // 2 + 1, n_mels) float64: librosa's slaney filterbank, exactly.
+def _bank(cfg: MelConfig, kind: str, n_chroma: int = 0) -> torch.Tensor:
+    """(n_fft // 2 + 1, m) float64: librosa's ``kind`` filterbank, exactly; the checkpoint's
+    own copy where one was adopted (:func:`adopt_filterbanks`).
 
-    librosa builds it in float32; torchaudio's own ``melscale_fbanks`` differs
-    from it by ~5e-6 relative, which would break the 1e-5 golden test. A
-    checkpoint's own copy (:func:`adopt_filterbanks`) is used where there is one.
+    ``"mel"``: slaney scale and norm, m = n_mels (torchaudio's ``melscale_fbanks``
+    differs from it by ~5e-6 relative, which would break the 1e-5 golden test);
+    ``"chroma"``: A440 tuning, m = n_chroma. librosa builds both in float32.
     """
-    if (cfg, "mel", 0) in _ADOPTED:
-        return _ADOPTED[cfg, "mel", 0]
+    if (cfg, kind, n_chroma) in _ADOPTED:
+        return _ADOPTED[cfg, kind, n_chroma]
     import librosa
 
-    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                             fmin=cfg.f_min, fmax=cfg.f_max)
+    if kind == "mel":
+        fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                                 fmin=cfg.f_min, fmax=cfg.f_max)
+    else:
+        fb = librosa.filters.chroma(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_chroma=n_chroma)
     return torch.from_numpy(fb.T.astype(np.float64))
 
 
 def filterbanks(cfg: MelConfig, n_chroma: int = 0) -> dict[str, np.ndarray]:
     """The filterbanks of this front end as librosa's float32 arrays, to store in a checkpoint:
     ``{"mel": (n_mels, n_fft // 2 + 1)}`` and, with ``n_chroma``, ``"chroma"`` (n_chroma, ...)."""
-    out = {"mel": _filterbank(cfg).T.numpy().astype(np.float32)}
-    if n_chroma:
-        out["chroma"] = _chroma_filterbank(cfg, n_chroma).T.numpy().astype(np.float32)
-    return out
+    kinds = {"mel": 0, "chroma": n_chroma} if n_chroma else {"mel": 0}
+    return {kind: _bank(cfg, kind, n).T.numpy().astype(np.float32) for kind, n in kinds.items()}
 
 
 def adopt_filterbanks(cfg: MelConfig, banks: dict[str, np.ndarray], n_chroma: int = 0) -> None:
@@ -79,7 +81,7 @@ def adopt_filterbanks(cfg: MelConfig, banks: dict[str, np.ndarray], n_chroma: in
     for kind, bank in banks.items():
         _ADOPTED[cfg, kind, n_chroma if kind == "chroma" else 0] = \
             torch.from_numpy(np.asarray(bank, np.float32).T.astype(np.float64))
-    for cached in (_filterbank, _chroma_filterbank, _banks, _padded):
+    for cached in (_bank, _banks, _padded):
         cached.cache_clear()
 
 
@@ -147,7 +149,7 @@ def _padded(bank: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=8)
 def _banks(cfg: MelConfig, n_chroma: int) -> torch.Tensor:
     """(n_fft // 2 + 1, n_mels + n_chroma) float32: the mel then the chroma filterbank."""
-    parts = [_filterbank(cfg)] + ([_chroma_filterbank(cfg, n_chroma)] if n_chroma else [])
+    parts = [_bank(cfg, "mel")] + ([_bank(cfg, "chroma", n_chroma)] if n_chroma else [])
     return torch.cat(parts, dim=1).float().contiguous()
 
 
@@ -164,18 +166,6 @@ def mel_power(samples: np.ndarray, cfg: MelConfig) -> np.ndarray:
     np.ndarray, shape (n_frames, n_mels), float32
     """
     return _bank_frames(samples, cfg, _banks(cfg, 0)).numpy()
-
-
-@lru_cache(maxsize=8)
-def _chroma_filterbank(cfg: MelConfig, n_chroma: int) -> torch.Tensor:
-    """(n_fft // 2 + 1, n_chroma) float64: librosa's chroma filterbank (A440 tuning), or the
-    checkpoint's own copy (:func:`adopt_filterbanks`)."""
-    if (cfg, "chroma", n_chroma) in _ADOPTED:
-        return _ADOPTED[cfg, "chroma", n_chroma]
-    import librosa
-
-    fb = librosa.filters.chroma(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_chroma=n_chroma)
-    return torch.from_numpy(fb.T.astype(np.float64))
 
 
 def power_frames(samples: np.ndarray, cfg: MelConfig) -> torch.Tensor:
@@ -199,7 +189,7 @@ def chroma_from_power(power: torch.Tensor, cfg: MelConfig, n_chroma: int = 12) -
     -------
     np.ndarray, shape (n_frames, n_chroma), float32
     """
-    return _peak_normalise((power @ _chroma_filterbank(cfg, n_chroma).to(power.dtype)).numpy())
+    return _peak_normalise((power @ _bank(cfg, "chroma", n_chroma).to(power.dtype)).numpy())
 
 
 def _peak_normalise(c: np.ndarray) -> np.ndarray:

@@ -72,12 +72,12 @@ def test_filterbanks_are_stored_and_equal_librosa(tmp_path):
     m = back.mel
     want = librosa.filters.mel(sr=m.sample_rate, n_fft=m.n_fft, n_mels=m.n_mels, fmin=m.f_min, fmax=m.f_max)
     np.testing.assert_array_equal(back.filterbanks["mel"], want)
-    for ck in (back, checkpoint.load(None)):  # the shipped default carries them too
-        assert set(ck.filterbanks) == ({"mel", "chroma"} if ck.model.n_chroma else {"mel"})
-        np.testing.assert_array_equal(ck.filterbanks["mel"], want)
-        if ck.model.n_chroma:
-            np.testing.assert_array_equal(ck.filterbanks["chroma"], librosa.filters.chroma(
-                sr=m.sample_rate, n_fft=m.n_fft, n_chroma=ck.model.n_chroma))
+    for c in (back, checkpoint.load(None)):  # the shipped default carries them too
+        assert set(c.filterbanks) == ({"mel", "chroma"} if c.model.n_chroma else {"mel"})
+        np.testing.assert_array_equal(c.filterbanks["mel"], want)
+        if c.model.n_chroma:
+            np.testing.assert_array_equal(c.filterbanks["chroma"], librosa.filters.chroma(
+                sr=m.sample_rate, n_fft=m.n_fft, n_chroma=c.model.n_chroma))
     assert not any(k.startswith("frontend.") for k in back.state_dict)  # banks are not weights
 
 
@@ -110,7 +110,7 @@ def test_the_default_model_scores_without_importing_librosa():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np\n"
+    code = ("import sys\n"
             "from models import checkpoint\nfrom models.detect import Detector\n"
             "from models.config import load_detect_config\n"
             "Detector(load_detect_config(), checkpoint.load(None)).warm_up()\n"

@@ -180,3 +180,69 @@ def test_flush_waits_until_every_changelog_record_is_delivered(tmp_path):
     assert asyncio.run(flush_with(faust_patches.DeliveringProducerBuffer)) == [True] * 4
     producer = faust_patches.Transport("memory://", app).create_producer()
     assert isinstance(producer.buffer, faust_patches.DeliveringProducerBuffer)
+
+
+def _consumer(cls, tmp_path):
+    import faust
+
+    app = faust.App("patch-test-4", datadir=str(tmp_path), web_enabled=False)
+    transport = faust_patches.Transport("kafka://localhost:1", app)
+    consumer = cls(transport, callback=print, on_partitions_revoked=print,
+                   on_partitions_assigned=print, loop=transport.loop)
+    consumer._active_partitions = set()  # all paused: a rebalance's table recovery
+    fetched = []
+
+    async def getmany(active_partitions, timeout):
+        fetched.append(set(active_partitions))
+        return {"records": "of the resumed partitions"}
+
+    consumer._getmany = getmany
+    return consumer, fetched
+
+
+def test_fetch_loop_wakes_when_partitions_resume(tmp_path):
+    """Faust's loop, finding no active partition, sleeps 1 s and fetches nothing even when the
+    stream partitions resume meanwhile (table recovery resumes them last): a restarted worker's
+    first chunk came 1 s after it was ready. The patched loop fetches them at once."""
+    from faust.transport.drivers import aiokafka as fa
+    from faust.types import TP
+
+    tp = TP("audio-chunks", 0)
+
+    async def wait_while_resuming(cls):
+        consumer, fetched = _consumer(cls, tmp_path)
+        asyncio.get_running_loop().call_later(0.01, consumer.resume_partitions, {tp})
+        return await consumer._wait_next_records(1.0), fetched
+
+    assert asyncio.run(wait_while_resuming(fa.Consumer)) == (({}, {tp}), [])  # slept, fetched nothing
+    assert asyncio.run(wait_while_resuming(faust_patches.Consumer)) == (
+        ({"records": "of the resumed partitions"}, {tp}), [{tp}])
+
+
+def test_fetch_loop_without_partitions_returns_nothing_after_its_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(faust_patches, "NO_PARTITIONS_WAIT_S", 0.01)
+
+    async def wait():
+        consumer, fetched = _consumer(faust_patches.Consumer, tmp_path)
+        return await consumer._wait_next_records(1.0), fetched
+
+    assert asyncio.run(wait()) == (({}, set()), [])
+
+
+def test_a_fetch_waits_at_most_fetch_wait_s(monkeypatch):
+    """A fetch left waiting on the changelog partitions at the end of table recovery held the
+    resumed stream partitions back by Faust's 1 s; the patched thread asks for at most 0.1 s."""
+    from faust.transport.drivers import aiokafka as fa
+    from faust.types import TP
+
+    asked = []
+
+    async def fetch(self, consumer, active_partitions, timeout=None, max_records=None):
+        asked.append(timeout)
+        return {}
+
+    monkeypatch.setattr(fa.AIOKafkaConsumerThread, "_fetch_records", fetch)
+    thread = object.__new__(faust_patches.ConsumerThread)
+    for timeout in (1.0, 0.05, None):
+        asyncio.run(thread._fetch_records(None, {TP("changelog", 0)}, timeout=timeout))
+    assert asked == [faust_patches.FETCH_WAIT_S, 0.05, None]

@@ -100,3 +100,22 @@ def test_state_is_plain_and_checked():
 def test_bad_rate_named(rate):
     with pytest.raises(InputError, match="rate must be a positive integer"):
         rs.Resampler(rate, 22050)
+
+
+@pytest.mark.parametrize("src", [r for r in RATES if r != 22050])
+def test_prototype_is_firwins_design(src):
+    r = rs.resampler(src, 22050)
+    n, cutoff = 2 * r.half * r.up + 1, rs.ROLLOFF / max(r.up, r.down)
+    want = firwin(n, cutoff, window=("kaiser", rs.KAISER_BETA))
+    assert np.allclose(rs.prototype(n, cutoff), want, rtol=0, atol=1e-15 * np.abs(want).max())
+
+
+def test_resampling_does_not_import_scipy_signal():
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport numpy as np\nfrom models.resample import resample\n"
+            "for src in (44100, 48000, 16000):\n    resample(np.ones(4000, np.float32), src, 22050)\n"
+            "print('scipy.signal' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out  # its import took 1.5 s of the scorer thread

@@ -229,9 +229,10 @@ def test_fetch_loop_without_partitions_returns_nothing_after_its_wait(tmp_path, 
     assert asyncio.run(wait()) == (({}, set()), [])
 
 
-def test_a_fetch_waits_at_most_fetch_wait_s(monkeypatch):
-    """A fetch left waiting on the changelog partitions at the end of table recovery held the
-    resumed stream partitions back by Faust's 1 s; the patched thread asks for at most 0.1 s."""
+def test_a_changelog_fetch_waits_at_most_changelog_fetch_wait_s(monkeypatch):
+    """The fetch table recovery left waiting on the changelog partitions held the resumed
+    stream partitions back by Faust's 1 s; a fetch of changelog partitions only now asks for
+    at most 0.1 s, one with a stream partition keeps Faust's timeout."""
     from faust.transport.drivers import aiokafka as fa
     from faust.types import TP
 
@@ -243,6 +244,8 @@ def test_a_fetch_waits_at_most_fetch_wait_s(monkeypatch):
 
     monkeypatch.setattr(fa.AIOKafkaConsumerThread, "_fetch_records", fetch)
     thread = object.__new__(faust_patches.ConsumerThread)
-    for timeout in (1.0, 0.05, None):
-        asyncio.run(thread._fetch_records(None, {TP("changelog", 0)}, timeout=timeout))
-    assert asked == [faust_patches.FETCH_WAIT_S, 0.05, None]
+    thread.consumer = type("C", (), {"_is_changelog_tp": lambda self, tp: tp.topic == "changelog"})()
+    for tps, timeout in [({TP("changelog", 0)}, 1.0), ({TP("changelog", 0)}, 0.05),
+                         ({TP("changelog", 0)}, None), ({TP("changelog", 0), TP("chunks", 0)}, 1.0)]:
+        asyncio.run(thread._fetch_records(None, tps, timeout=timeout))
+    assert asked == [faust_patches.CHANGELOG_FETCH_WAIT_S, 0.05, None, 1.0]

@@ -10,12 +10,12 @@ float32 rounding; in practice bitwise).
 Method
 ------
 The rate ratio ``dst / src`` is reduced to ``up / down`` by their gcd. A
-Kaiser-windowed sinc low-pass prototype at ``src * up`` Hz (:func:`prototype`:
-:func:`scipy.signal.firwin`'s design from numpy's ``kaiser`` and ``sinc``, equal
-to it bitwise, without importing ``scipy.signal``, which took 1.5 s of a
-worker's scorer thread on its first track at another rate), cut at ``ROLLOFF`` of the lower of the two Nyquist
-frequencies, is split into ``up`` polyphase filters of ``taps`` input samples
-each. Output ``m`` sits at input position ``m * down / up``; it is the dot
+Kaiser-windowed sinc low-pass prototype at ``src * up`` Hz, cut at ``ROLLOFF``
+of the lower of the two Nyquist frequencies (:func:`prototype`:
+:func:`scipy.signal.firwin`'s design from numpy's ``kaiser`` and ``sinc``,
+without importing ``scipy.signal``, which took 1.3 s of a worker's scorer
+thread on its first track at another rate), is split into ``up`` polyphase
+filters of ``taps`` input samples each. Output ``m`` sits at input position ``m * down / up``; it is the dot
 product of the ``taps`` input samples around that position with the filter
 of phase ``(m * down) % up``. Outputs are made ``block = k * up`` at a time
 (``k`` chosen so a block spans about ``BLOCK_INPUT`` input samples): every

@@ -224,7 +224,11 @@ class Processor:
             out.records[record.track_id] = record
             return
         scores = self.scorer.provisional(record.state)
-        if len(scores.attention):
+        # Before the first 3 s chunk is scored there is no attention yet, and the
+        # highlight of a track no longer than the window is all of it: the event
+        # says so (score from the energy term only: 0 at gamma 1), so the first
+        # chunk is answered at once rather than by the second chunk's event.
+        if len(scores.attention) or 0 < scores.duration_s <= self.detector.cfg.window.length_s:
             h = self.detector.highlight(scores)
             span = (h.start_s, h.end_s)
             if span != record.last_span:

@@ -194,7 +194,7 @@ def test_sequence_scenarios(detector, batches, reasons, duplicates, incomplete, 
 
 
 def test_in_order_track_gives_provisionals_then_one_final(detector):
-    """|0|1|...|9e|: a provisional for every chunk once a 3 s model chunk is complete."""
+    """|0|1|...|9e|: a provisional for every chunk, the first ones before a 3 s model chunk is complete."""
     h = Harness(detector, provisional_min_interval_s=0.0)
     x = signal(10.0, seed=2)
     for k in range(10):
@@ -204,8 +204,13 @@ def test_in_order_track_gives_provisionals_then_one_final(detector):
         assert len(out.latencies) == len([e for e in out.highlights if e["kind"] == "provisional"])
         h.clock.tick()
     provisional = h.events("song", "provisional")
-    # 4 s of audio hold the first complete 130-frame chunk; every later chunk moves the span end.
-    assert [e["seq"] for e in provisional] == list(range(3, 9))
+    # Every chunk moves the span end (the track is shorter than the window). 4 s of audio
+    # hold the first complete 130-frame chunk; before it the event covers the audio so far,
+    # without attention: at gamma 1 its score is 0.
+    assert [e["seq"] for e in provisional] == list(range(0, 9))
+    for e in provisional[:3]:
+        assert (e["start_s"], e["end_s"]) == (0.0, e["audio_s"]) == (0.0, e["seq"] + 1.0)
+        assert e["score"] == 0.0 if detector.cfg.window.gamma == 1.0 else 0.0 <= e["score"] <= 1.0
     assert all(e["end_s"] <= e["audio_s"] and "incomplete" not in e for e in provisional)
     [final] = h.events("song", "final")
     assert final["seq"] == 9 and final["incomplete"] is False and final["labels"].keys() == set(LABELS)
@@ -516,13 +521,14 @@ def test_sweep_leaves_recent_tracks(detector):
 # --- provisional events ---------------------------------------------------------------------
 
 def test_provisional_events_are_rate_limited(detector):
-    """1 s chunks, one per second, min interval 5 s: provisionals at t = 3, 8, 13, 18."""
+    """1 s chunks, one per second, min interval 5 s: provisionals at t = 0, 5, 10, 15 (the first
+    before any 3 s model chunk is complete: the audio so far)."""
     h = Harness(detector, provisional_min_interval_s=5.0)
     x = signal(20.0, seed=5)
     for k in range(20):
         h.process(h.chunk("t", k, piece(x, k), end=k == 19))
         h.clock.tick()
-    assert [e["seq"] for e in h.events("t", "provisional")] == [3, 8, 13, 18]
+    assert [e["seq"] for e in h.events("t", "provisional")] == [0, 5, 10, 15]
     assert len(h.events("t", "final")) == 1
 
 
@@ -530,7 +536,8 @@ def test_provisional_events_only_when_the_span_moves(ckpt):
     """An energy-only 3 s window: the loud start holds it until a louder burst at 8-9 s.
 
     amplitude:  |loud loud quiet quiet ... quiet LOUDER LOUDER quiet ...|   (1 s chunks)
-    span:        -    -    -    (0,3)  same ... same   moves  ...
+    span:       (0,1) (0,2) (0,3) same  same ... same   moves  ...
+    (the first three: the audio so far, before a 3 s model chunk is complete)
     """
     det = Detector(DetectConfig(device=TEST_DEVICE, window=WindowConfig(length_s=3.0, gamma=0.0)), ckpt)
     h = Harness(det, provisional_min_interval_s=0.0)
@@ -541,8 +548,9 @@ def test_provisional_events_only_when_the_span_moves(ckpt):
         h.clock.tick()
     provisional = h.events("t", "provisional")
     seqs = [e["seq"] for e in provisional]
-    assert seqs[0] == 3 and (provisional[0]["start_s"], provisional[0]["end_s"]) == (0.0, 3.0)
-    assert not set(seqs) & set(range(4, 8))  # more quiet audio: same span, no event
+    assert seqs[:3] == [0, 1, 2]
+    assert [(e["start_s"], e["end_s"]) for e in provisional[:3]] == [(0.0, 1.0), (0.0, 2.0), (0.0, 3.0)]
+    assert not set(seqs) & set(range(3, 8))  # more quiet audio: same span, no event
     assert set(seqs) & {8, 9, 10}  # the louder burst moves it
     spans = [(e["start_s"], e["end_s"]) for e in provisional]
     assert all(a != b for a, b in zip(spans, spans[1:]))

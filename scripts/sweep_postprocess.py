@@ -1,6 +1,7 @@
 """Post-processing variants of the default chorus model's window, measured on a validation split.
 
     python scripts/sweep_postprocess.py --split val data/val-fluid/manifest.jsonl data/val-timgm/manifest.jsonl
+    ... --annotations ../shared/data/pop909/annotations.jsonl --only none   # the B/C analysis alone
 
 Scores every annotated song of each manifest once with the shipped model (as
 ``hookstream detect`` does), keeps its final chunk chorusness, chunk chroma
@@ -23,12 +24,24 @@ the chorusness window"):
   best, the one with the largest energy rise (mean slot energy of the ``W`` slots
   after it minus the ``W`` before).
 
+- ``lead<s>`` / ``fwdmax<s>``: chunk ``i`` gets the chorusness of chunk ``i + s``, or the
+  largest of chunks ``i .. i + s`` (the window moved earlier, onto the B that precedes a C);
+- ``material k<k> rel<r> d<d>``: chunks clustered into ``k`` materials (McFee and Ellis's
+  Laplacian segmentation: mutual-kNN recurrence of the phrase similarity plus the time
+  path, spectral embedding, k-means); of the materials whose mean chorusness is at least
+  ``r`` of the best one, the one heard first (its first run of 2 chunks) keeps its
+  chorusness, the others are scaled by ``d``;
+- ``afterA th<t> sm<w> tol<n>``: window starts only within ``n`` chunks of the end of a run
+  of at least 2 chunks with section-head P(A) >= ``t`` (smoothed over ``w`` chunks): the
+  chorus is the material that follows the verse.
+
 Nothing here is used by detection; it is the record of what was tried.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import torch
@@ -39,7 +52,7 @@ from models.config import WindowConfig
 from models.detect import Detector
 from models.evaluation.metrics import coverage
 from models.training.manifest import load_manifest
-from models.window import select, select_top, slot_attention
+from models.window import best_window, fused_curve, select, select_top, slot_attention
 
 
 def song_curves(det: Detector, song) -> dict:
@@ -127,7 +140,77 @@ def snap(span: int, tol: float, w: int):
     return choose
 
 
-def variants(chunk_s: float) -> dict:
+def material_clusters(sim: np.ndarray, k: int, lag: int = nets.REPETITION_MIN_LAG) -> np.ndarray:
+    """Cluster label per chunk: Laplacian segmentation (McFee and Ellis 2014) of ``sim``."""
+    from scipy.linalg import eigh
+    from sklearn.cluster import KMeans
+    n = len(sim)
+    idx = np.arange(n)
+    s = np.clip(sim, 0, None) * (np.abs(idx[:, None] - idx[None, :]) >= lag)
+    knn = min(n - 1, max(3, int(2 * np.ceil(np.log2(max(n, 2))))))
+    thr = -np.sort(-s, axis=1)[:, knn - 1:knn]
+    rec = np.where((s >= thr) & (s.T >= thr.T) & (s > 0), s, 0.0)  # mutual nearest neighbours
+    path = np.zeros((n, n))
+    path[idx[:-1], idx[1:]] = path[idx[1:], idx[:-1]] = 1.0
+    dr, dp = rec.sum(1), path.sum(1)
+    mu = dp.dot(dp + dr) / max(1e-9, float(((dp + dr) ** 2).sum()))
+    a = mu * rec + (1 - mu) * path
+    d = a.sum(1)
+    d[d == 0] = 1
+    _, v = eigh(np.eye(n) - a / np.sqrt(d[:, None] * d[None, :]))
+    x = v[:, :k] / (np.linalg.norm(v[:, :k], axis=1, keepdims=True) + 1e-9)
+    return KMeans(k, n_init=10, random_state=0).fit_predict(x)
+
+
+def first_material(k: int, rel: float, delta: float):
+    def curve(r):
+        ch = r["chorusness"]
+        if len(ch) <= k:
+            return ch
+        c = material_clusters(r["sim"], k)
+        mean = {i: ch[c == i].mean() for i in set(c)}
+        first = {}
+        for i in mean:
+            pos = np.flatnonzero(c == i)
+            runs = [run for run in np.split(pos, np.flatnonzero(np.diff(pos) > 1) + 1) if len(run) >= 2]
+            first[i] = runs[0][0] if runs else pos[0]
+        top = max(mean.values())
+        b = min((i for i in mean if mean[i] >= rel * top), key=lambda i: first[i])
+        return ch * np.where(c == b, 1.0, delta)
+    return curve
+
+
+def after_verse(theta: float, smooth: int, tol: int, chunk_slots: int):
+    def choose(r, att, cfg, slot_s):
+        h = select(att, r["energy"], slot_s=slot_s, duration_s=r["duration"], cfg=cfg)
+        width = int(round(cfg.length_s / slot_s))
+        n = len(att)
+        if r["duration"] <= cfg.length_s or n <= width:
+            return h
+        a = r["sections"][:, 1]
+        if smooth > 1:
+            a = np.convolve(np.pad(a, (smooth // 2, smooth - 1 - smooth // 2), mode="edge"),
+                            np.ones(smooth) / smooth, "valid")
+        ends, run = [], 0
+        for i, v in enumerate(a >= theta):
+            if v:
+                run += 1
+                continue
+            if run >= 2:
+                ends.append(i)
+            run = 0
+        allowed = np.zeros(n - width + 1, bool)
+        for e in ends:
+            allowed[max(0, (e - tol) * chunk_slots):(e + tol + 1) * chunk_slots] = True
+        if not allowed.any():
+            return h
+        i, _ = best_window(fused_curve(att, r["energy"], cfg.gamma)[0], width, allowed=allowed)
+        end = min(i * slot_s + cfg.length_s, r["duration"])
+        return type(h)(round(max(0.0, end - cfg.length_s), 3), round(end, 3), h.score)
+    return choose
+
+
+def variants(chunk_s: float, chunk_slots: int) -> dict:
     ch = lambda r: r["chorusness"]  # noqa: E731
     out = {"base": (ch, None)}
     for a in (0.25, 0.5, 1.0, 2.0):
@@ -148,6 +231,20 @@ def variants(chunk_s: float) -> dict:
         for tau in (8, 16):
             out[f"runstart t{thr} tau{tau}"] = ((lambda thr, tau: lambda r: r["chorusness"] * (
                 0.5 + 0.5 * np.exp(-run_position(r["chorusness"], thr) / tau)))(thr, tau), None)
+    for sh in (1, 2, 3, 4):
+        out[f"lead{sh}"] = ((lambda sh: lambda r: np.concatenate(
+            [r["chorusness"][sh:], np.zeros(min(sh, len(r["chorusness"])))]))(sh), None)
+        out[f"fwdmax{sh}"] = ((lambda sh: lambda r: np.array(
+            [r["chorusness"][i:i + sh + 1].max() for i in range(len(r["chorusness"]))]))(sh), None)
+    for k in (4, 5, 6):
+        for rel in (0.5, 0.7):
+            for delta in (0.3, 0.6):
+                out[f"material k{k} rel{rel} d{delta}"] = (first_material(k, rel, delta), None)
+    for theta in (0.3, 0.5):
+        for smooth in (1, 3):
+            for tol in (0, 1):
+                out[f"afterA th{theta} sm{smooth} tol{tol}"] = (ch, after_verse(theta, smooth, tol,
+                                                                                  chunk_slots))
     for span in (5, 10):
         for tol in (0.0, 0.02, 0.05):
             for w in (5, 10):
@@ -169,12 +266,44 @@ def measure(recs, curve_fn, choose, det: Detector) -> tuple[float, float]:
             float(np.mean([m["precision"] for m in per_song])))
 
 
+def chunk_labels(sections: list[dict], n: int, chunk_s: float) -> np.ndarray:
+    """The annotated phrase label at each chunk's centre ("-" outside every phrase)."""
+    centres = (np.arange(n) + 0.5) * chunk_s
+    out = np.array(["-"] * n, dtype=object)
+    for sec in sections:
+        out[(centres >= sec["start"]) & (centres < sec["end"])] = sec["label"]
+    return out
+
+
+def analyse(recs, labels, det: Detector) -> None:
+    """The oracle (later material's chorusness set to 0) and how often a B or C chunk's best
+    phrase match (at least REPETITION_MIN_LAG chunks away) carries each label."""
+    later = [np.array([0.0 if lab.isupper() and lab not in "AB" else 1.0 for lab in ls]) for ls in labels]
+    it = iter(later)
+    c50, prec = measure(recs, lambda r: r["chorusness"] * next(it), None, det)
+    print(f"  oracle, later material's chorusness 0: c50 {c50:.3f}, precision {prec:.3f}")
+    for own in "BC":
+        hits: dict[str, int] = {}
+        for r, ls in zip(recs, labels):
+            sim = r["sim"]
+            for i in np.flatnonzero(ls == own):
+                row = sim[i].copy()
+                row[max(0, i - nets.REPETITION_MIN_LAG + 1):i + nets.REPETITION_MIN_LAG] = -np.inf
+                if np.isfinite(row).any():
+                    hits[ls[int(np.argmax(row))]] = hits.get(ls[int(np.argmax(row))], 0) + 1
+        total = sum(hits.values())
+        print(f"  best match of a {own} chunk: " + ", ".join(
+            f"{k} {v / total:.3f}" for k, v in sorted(hits.items(), key=lambda kv: -kv[1])[:4]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("manifests", nargs="+")
     p.add_argument("--split", default="val")
     p.add_argument("--only", default="", help="only the variants whose name starts with this "
                    "(and base)")
+    p.add_argument("--annotations", help="POP909 annotations.jsonl: also print the B/C analysis "
+                   "(docs/evaluation.md) from the annotated phrase labels")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)  # the scorer's tail embedding reads tensors as numpy
@@ -185,8 +314,15 @@ def main() -> None:
     for path in args.manifests:
         songs = [s for s in load_manifest(path) if s.chorus and s.split == args.split]
         renders.append([song_curves(det, s) for s in songs])
+        if args.annotations:
+            with open(args.annotations) as f:
+                sections = {a["id"]: a["sections"] for a in map(json.loads, f)}
+            print(path)
+            analyse(renders[-1], [chunk_labels(sections[str(s.id).zfill(3)], len(r["chorusness"]),
+                                               chunk_s) for s, r in zip(songs, renders[-1])], det)
     print("variant".ljust(26) + "".join(f"{'c50':>8}{'prec':>7}" for _ in renders) + "   mean")
-    for name, (curve_fn, choose) in variants(chunk_s).items():
+    chunk_slots = det.scorer.cfg.chunk_frames // det.scorer.cfg.slot_frames
+    for name, (curve_fn, choose) in variants(chunk_s, chunk_slots).items():
         if args.only and name != "base" and not name.startswith(args.only):
             continue
         vals = [measure(recs, curve_fn, choose, det) for recs in renders]

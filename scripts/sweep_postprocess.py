@@ -116,6 +116,12 @@ def rerank(k: int, lam: float, thr: float, chunk_s: float):
     return choose
 
 
+def window_at(slot: int, h, cfg, slot_s: float, duration: float):
+    """The ``cfg.length_s`` window starting at ``slot`` (moved back to fit the track), scored as ``h``."""
+    end = min(slot * slot_s + cfg.length_s, duration)
+    return type(h)(round(max(0.0, end - cfg.length_s), 3), round(end, 3), h.score)
+
+
 def snap(span: int, tol: float, w: int):
     def choose(r, att, cfg, slot_s):
         h = select(att, r["energy"], slot_s=slot_s, duration_s=r["duration"], cfg=cfg)
@@ -134,9 +140,7 @@ def snap(span: int, tol: float, w: int):
             v = e[j + w:j + 2 * w].mean() - e[j:j + w].mean()  # after minus before (padded)
             if v > rise:
                 best, rise = j, v
-        start = best * slot_s
-        end = min(start + cfg.length_s, r["duration"])
-        return type(h)(round(max(0.0, end - cfg.length_s), 3), round(end, 3), h.score)
+        return window_at(best, h, cfg, slot_s, r["duration"])
     return choose
 
 
@@ -205,8 +209,7 @@ def after_verse(theta: float, smooth: int, tol: int, chunk_slots: int):
         if not allowed.any():
             return h
         i, _ = best_window(fused_curve(att, r["energy"], cfg.gamma)[0], width, allowed=allowed)
-        end = min(i * slot_s + cfg.length_s, r["duration"])
-        return type(h)(round(max(0.0, end - cfg.length_s), 3), round(end, 3), h.score)
+        return window_at(i, h, cfg, slot_s, r["duration"])
     return choose
 
 

@@ -70,6 +70,7 @@ class ModelConfig:
     fc_dims: tuple[int, ...] = (256,)
     dropout_rnn: float = 0.0
     dropout_fc: float = 0.0
+    dropout_in: float = 0.0  # training only: dropout on the Bi-LSTM's inputs (chunk vectors + structure)
     n_chroma: int = 0  # > 0: chunk chroma appended to the chunk vectors -> repetition features
     n_repetition: int = 4  # how many of repetition_features' values feed the Bi-LSTM (4 or 7)
     track_norm: bool = False  # subtract the track's mean embedding before the Bi-LSTM
@@ -87,6 +88,9 @@ class ModelConfig:
             raise ConfigError(f"model.n_labels = {self.n_labels}: must be at least 1")
         if self.n_chroma < 0:
             raise ConfigError(f"model.n_chroma = {self.n_chroma}: must be >= 0 (0: no chroma)")
+        for key in ("dropout_rnn", "dropout_fc", "dropout_in"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"model.{key} = {getattr(self, key)}: must be in [0, 1)")
         if not 1 <= self.n_repetition <= N_REPETITION:
             raise ConfigError(f"model.n_repetition = {self.n_repetition}: must be in "
                               f"1..{N_REPETITION}")
@@ -226,6 +230,7 @@ class AttentionNet(nn.Module):
     def _add_section_head(self, cfg: "ModelConfig") -> None:
         if cfg.n_sections:
             self.sections = nn.Linear(2 * cfg.lstm_hidden, cfg.n_sections)
+        self.drop_in = nn.Dropout(cfg.dropout_in)  # identity in eval mode: inference is unchanged
 
     def recurrent_inputs(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Split chunk vectors into (Bi-LSTM input, CNN embedding), per the structure options.
@@ -307,7 +312,7 @@ class HuangNet(AttentionNet):
 
     def attend_all(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, cnn = self.recurrent_inputs(emb, lengths)
-        hidden = _bilstm(self.lstm, x, lengths)
+        hidden = _bilstm(self.lstm, self.drop_in(x), lengths)
         logits = self.att_v(torch.tanh(self.att_w(hidden))).squeeze(2)
         logits = _mask(logits, lengths)
         a = torch.softmax(logits, dim=1)
@@ -355,7 +360,7 @@ class CranNet(AttentionNet):
 
     def attend_all(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, emb = self.recurrent_inputs(emb, lengths)
-        hidden = _bilstm(self.lstm, x, lengths)  # (B, C, 2h)
+        hidden = _bilstm(self.lstm, self.drop_in(x), lengths)  # (B, C, 2h)
         h = self.config.lstm_hidden
         idx = (lengths - 1).clamp(min=0).to(hidden.device)
         last_fwd = hidden[torch.arange(len(idx), device=hidden.device), idx, :h]

@@ -46,6 +46,7 @@ import json
 import numpy as np
 import torch
 
+from models import checkpoint as ckpts
 from models import nets
 from models.audio import decode
 from models.config import WindowConfig
@@ -305,12 +306,13 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--only", default="", help="only the variants whose name starts with this "
                    "(and base)")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped default)")
     p.add_argument("--annotations", help="POP909 annotations.jsonl: also print the B/C analysis "
                    "(docs/evaluation.md) from the annotated phrase labels")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)  # the scorer's tail embedding reads tensors as numpy
-    det = Detector()
+    det = Detector(ckpt=ckpts.load(args.checkpoint) if args.checkpoint else None)
     assert isinstance(det.cfg.window, WindowConfig)
     chunk_s = det.scorer.cfg.chunk_frames * det.ckpt.mel.frame_seconds
     renders = []

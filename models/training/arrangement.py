@@ -11,6 +11,10 @@ upper case). :func:`parse_programs` reads the command-line form,
 :func:`programs_for` resolves ``"random"`` per song, and :func:`rearrange`
 writes the re-programmed MIDI file (with mido: every ``program_change`` of a
 named track is set, and one is added at time 0 when a track has none).
+A render can also be transposed: :func:`transpose_for` draws a shift of up to
+``max_semitones`` per song, and :func:`rearrange` moves every note by it (the
+same song in another key: its structure, the chorus positions and its
+major/minor mode are unchanged).
 """
 
 from __future__ import annotations
@@ -79,14 +83,31 @@ def programs_for(song_id: str, programs: Mapping[str, int] | str | None, *, seed
     return dict(programs)
 
 
-def rearrange(midi: str | os.PathLike, out: str | os.PathLike, programs: Mapping[str, int]) -> Path:
-    """Write ``midi`` with the given programs per named track to ``out``.
+def transpose_for(song_id: str, max_semitones: int, *, seed: int = 0) -> int:
+    """A shift in semitones for one song, uniform in ``[-max_semitones, max_semitones]``,
+    seeded by ``(seed, song_id)`` (reproducible); 0 when ``max_semitones`` is 0."""
+    if not 0 <= max_semitones <= 12:
+        raise InputError(f"--transpose {max_semitones}: expected 0-12 semitones")
+    if max_semitones == 0:
+        return 0
+    return random.Random(f"{seed}:transpose:{song_id}").randint(-max_semitones, max_semitones)
+
+
+DRUM_CHANNEL = 9  # General MIDI percussion: its note numbers are instruments, never transposed
+
+
+def rearrange(midi: str | os.PathLike, out: str | os.PathLike, programs: Mapping[str, int] | None,
+              *, transpose: int = 0) -> Path:
+    """Write ``midi`` with the given programs per named track, transposed, to ``out``.
 
     Parameters
     ----------
     midi : a MIDI file with tracks named as in :data:`TRACKS`
     out : output MIDI file
     programs : ``{track name: GM program}``; tracks not named keep their programs
+        (None: every track keeps its programs)
+    transpose : semitones added to every note outside the drum channel; a note
+        moved past 0-127 moves by octaves back into range
 
     Returns
     -------
@@ -98,7 +119,12 @@ def rearrange(midi: str | os.PathLike, out: str | os.PathLike, programs: Mapping
         song = mido.MidiFile(str(midi))
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"{midi}: not a readable MIDI file ({exc})") from None
-    wanted = {k.upper(): int(v) for k, v in programs.items()}
+    wanted = {k.upper(): int(v) for k, v in (programs or {}).items()}
+    if transpose:
+        for track in song.tracks:
+            for i, msg in enumerate(track):
+                if msg.type in ("note_on", "note_off") and msg.channel != DRUM_CHANNEL:
+                    track[i] = msg.copy(note=_in_range(msg.note + transpose))
     for track in song.tracks:
         program = wanted.get(track.name.strip().upper())
         if program is None:
@@ -115,3 +141,11 @@ def rearrange(midi: str | os.PathLike, out: str | os.PathLike, programs: Mapping
                                              time=0))
     song.save(str(out))
     return Path(out)
+
+
+def _in_range(note: int) -> int:
+    while note > 127:
+        note -= 12
+    while note < 0:
+        note += 12
+    return note

@@ -45,7 +45,7 @@ import numpy as np
 import soundfile as sf
 
 from models.errors import HookstreamError, InputError
-from models.training.arrangement import programs_for, rearrange
+from models.training.arrangement import programs_for, rearrange, transpose_for
 from models.training.manifest import write_manifest
 
 LABELS = ("major", "minor", "slow", "medium", "fast")
@@ -75,6 +75,7 @@ def render_pop909(
     seed: int = 0,
     annotated_only: bool = False,
     splits: Sequence[str] | None = None,
+    transpose: int = 0,
 ) -> Path:
     """Render every ``src/midi/NNN.mid`` to ``out/audio/NNN.flac`` and write ``out/manifest.jsonl``.
 
@@ -89,7 +90,9 @@ def render_pop909(
     programs : another arrangement (:mod:`models.training.arrangement`): a
         ``{track: GM program}`` mapping, ``"random"`` (drawn per song from
         ``seed`` and the song id), or None for the files' own piano programs
-    seed : seed of the random arrangements
+    seed : seed of the random arrangements and transpositions
+    transpose : transpose each song by a shift drawn per song (from ``seed``
+        and the song id) in [-transpose, transpose] semitones; 0: as written
     annotated_only : render only songs with chorus annotations
     splits : render only songs of these splits (``train``/``val``/``test``); None: all
 
@@ -124,6 +127,7 @@ def render_pop909(
     if not midi_files:
         raise InputError(f"{src / 'midi'}: no song left to render after the filters")
     arrangement = {m.stem: programs_for(m.stem, programs, seed=seed) for m in midi_files}
+    shift = {m.stem: transpose_for(m.stem, transpose, seed=seed) for m in midi_files}
     missing = [m.name for m in midi_files if m.stem not in songs]
     if missing:
         raise InputError(f"{src / 'songs.jsonl'}: no metadata for {', '.join(missing[:10])}")
@@ -139,7 +143,7 @@ def render_pop909(
                 pool.submit(
                     render_song, midi, audio_dir / f"{midi.stem}.flac",
                     soundfont=font, sr=sr, fluidsynth=fluidsynth,
-                    programs=arrangement[midi.stem],
+                    programs=arrangement[midi.stem], transpose=shift[midi.stem],
                 ): midi
                 for midi in todo
             }
@@ -157,7 +161,8 @@ def render_pop909(
     entries = [
         {**manifest_entry(songs[m.stem], chorus=choruses.get(m.stem), audio=f"audio/{m.stem}.flac",
                           sections=annotations.get(m.stem, {}).get("sections")),
-         "render": {"soundfont": font.name, "programs": arrangement[m.stem]}}
+         "render": {"soundfont": font.name, "programs": arrangement[m.stem],
+                    **({"transpose": shift[m.stem]} if transpose else {})}}
         for m in midi_files
     ]
     return write_manifest(out / "manifest.jsonl", entries)
@@ -171,6 +176,7 @@ def render_song(
     sr: int = SAMPLE_RATE,
     fluidsynth: str = "fluidsynth",
     programs: Mapping[str, int] | None = None,
+    transpose: int = 0,
 ) -> Path:
     """Render one MIDI file to a mono 16-bit FLAC file, atomically.
 
@@ -183,6 +189,7 @@ def render_song(
     fluidsynth : fluidsynth executable
     programs : ``{track name: GM program}`` to render another arrangement
         (:func:`models.training.arrangement.rearrange`); None: the file as it is
+    transpose : semitones to move every note (0: as written)
 
     Returns
     -------
@@ -192,7 +199,8 @@ def render_song(
     partial = flac.with_name(f".{flac.name}.{os.getpid()}.partial")
     with tempfile.TemporaryDirectory(prefix="hookstream-render-") as tmp:
         wav = Path(tmp) / "out.wav"
-        source = rearrange(midi, Path(tmp) / "arranged.mid", programs) if programs else midi
+        source = rearrange(midi, Path(tmp) / "arranged.mid", programs, transpose=transpose) \
+            if programs or transpose else midi
         command = [
             fluidsynth, "-ni", "-q", "-g", str(GAIN), "-r", str(sr),
             "-F", str(wav), str(soundfont), str(source),

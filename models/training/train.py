@@ -154,21 +154,27 @@ class TrainConfig:
     extra_manifests: tuple[str, ...] = ()
     chorus_weight: float = 0.0
     section_weight: float = 0.0
+    later_weight: float = 1.0
     gain_db: float = 0.0
     select_on: str = "auc"  # auc | chorus
+    init_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("manifest", "out", "name", "cache_dir", "train_split", "val_split", "device"):
             value = getattr(self, key)
             _check(isinstance(value, str) and value != "", key, value, "must be a non-empty string")
         for key in ("lr", "momentum", "weight_decay", "lr_decay", "grad_clip", "chorus_weight",
-                    "gain_db", "section_weight"):
+                    "gain_db", "section_weight", "later_weight"):
             self._set(key, _number(key, getattr(self, key)))
         _check(self.lr > 0, "lr", self.lr, "must be positive")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
         for key in ("weight_decay", "lr_decay", "grad_clip", "chorus_weight", "gain_db",
                     "section_weight"):
             _check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        _check(self.later_weight > 0, "later_weight", self.later_weight, "must be > 0")
+        _check(self.init_checkpoint is None
+               or (isinstance(self.init_checkpoint, str) and self.init_checkpoint != ""),
+               "init_checkpoint", self.init_checkpoint, "must be a checkpoint path or null")
         for key, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0),
                          ("feature_jobs", 1)):
             value = getattr(self, key)
@@ -528,14 +534,29 @@ def section_loss(net: nets.AttentionNet, hidden: torch.Tensor, songs: Sequence[_
     return F.cross_entropy(z, t)
 
 
-def chorus_loss(logits: torch.Tensor, songs: Sequence[_SongArrays]) -> torch.Tensor:
-    """Mean BCE of the chorus logits against the per-chunk chorus shares, annotated songs only."""
+def chorus_loss(logits: torch.Tensor, songs: Sequence[_SongArrays], *,
+                later_weight: float = 1.0) -> torch.Tensor:
+    """Mean BCE of the chorus logits against the per-chunk chorus shares, annotated songs only.
+
+    ``later_weight`` weighs the chunks of later melodic material (C, D, ...:
+    section kind ``later``) as hard negatives: the chorus is POP909's second
+    material (B), and the material after it is what the window confuses it
+    with (docs/evaluation.md). Weights are normalised to mean 1 over the
+    chunks, so the loss keeps its scale.
+    """
     rows = [i for i, s in enumerate(songs) if s.target is not None and len(s.target)]
     if not rows:
         return logits.new_zeros(())
     u = torch.cat([logits[i, : len(songs[i].target)] for i in rows])
     t = torch.cat([torch.from_numpy(songs[i].target) for i in rows]).to(u.device)
-    return F.binary_cross_entropy_with_logits(u, t)
+    if later_weight == 1.0:
+        return F.binary_cross_entropy_with_logits(u, t)
+    later = SECTION_KINDS.index("later")
+    w = torch.cat([torch.from_numpy(np.where(songs[i].section == later, later_weight, 1.0)
+                                    if songs[i].section is not None
+                                    else np.ones(len(songs[i].target)))
+                   for i in rows]).to(u.device, u.dtype)
+    return F.binary_cross_entropy_with_logits(u, t, weight=w / w.mean())
 
 
 def bce(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -687,7 +708,8 @@ def train_epoch(net: nets.AttentionNet, opt: torch.optim.Optimizer, data: _Data,
         u, y, hidden = forward_arrays(net, songs, device, hidden=True)
         loss = bce(y, target)
         if cfg.chorus_weight:
-            loss = loss + cfg.chorus_weight * chorus_loss(u, songs)
+            loss = loss + cfg.chorus_weight * chorus_loss(u, songs,
+                                                          later_weight=cfg.later_weight)
         if cfg.section_weight:
             loss = loss + cfg.section_weight * section_loss(net, hidden, songs)
         opt.zero_grad(set_to_none=True)
@@ -738,7 +760,9 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
     out = Path(cfg.out)
     started = time.monotonic()
     probe = nets.build(cfg.model_config(1))
-    stats = (saved["norm.mean"], saved["norm.std"]) if saved is not None else None
+    init = _init_checkpoint(cfg) if cfg.init_checkpoint and saved is None else None
+    stats = (saved["norm.mean"], saved["norm.std"]) if saved is not None else \
+        (init.norm_mean, init.norm_std) if init is not None else None
     data = prepare_data(cfg, min_frames=probe.min_frames, progress=progress, stats=stats,
                         chroma=probe.config.n_chroma > 0)
     if saved is not None and tuple(saved["doc"]["labels"]) != data.labels:
@@ -750,6 +774,13 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
     opt = make_optimizer(cfg, net.parameters())
     history: list[dict[str, Any]] = []
     epoch, step, best_epoch, best_score, bad = 0, 0, 0, -math.inf, 0
+    if init is not None:
+        if init.model != model_cfg or tuple(init.labels) != data.labels:
+            raise ConfigError(f"init_checkpoint {cfg.init_checkpoint}: its model or labels "
+                              f"differ from this config's ({init.model} {list(init.labels)} vs "
+                              f"{model_cfg} {list(data.labels)})")
+        net.load_state_dict(init.state_dict)
+        log.info("initialised from %s (%s)", cfg.init_checkpoint, init.name)
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     if saved is not None:
         doc = saved["doc"]
@@ -799,6 +830,15 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
         bar.close()
     return _finish(cfg, data, model_cfg, best_state, history, best_epoch, stopped,
                    command=command, device=device, seconds=time.monotonic() - started)
+
+
+def _init_checkpoint(cfg: TrainConfig) -> ckpts.Checkpoint:
+    """The checkpoint a fine-tuning run starts from; its mel settings must be this run's."""
+    init = ckpts.load(cfg.init_checkpoint)
+    if init.mel != cfg.mel:
+        raise ConfigError(f"init_checkpoint {cfg.init_checkpoint}: mel settings {init.mel} "
+                          f"differ from this config's {cfg.mel}")
+    return init
 
 
 def _finish(cfg: TrainConfig, data: _Data, model_cfg: nets.ModelConfig,

@@ -51,7 +51,11 @@ def register(sub) -> None:
              "MELODY=73,BRIDGE=48,PIANO=19; 'random' (per song, from --seed); or a preset: "
              "band, strings (default: the files' own piano)",
     )
-    q.add_argument("--seed", type=int, default=0, help="seed of --programs random (default: 0)")
+    q.add_argument("--seed", type=int, default=0,
+                   help="seed of --programs random and --transpose (default: 0)")
+    q.add_argument("--transpose", type=int, default=0, metavar="N",
+                   help="transpose each song by a shift drawn per song in [-N, N] semitones "
+                        "(a training augmentation: the same structure in other keys; default 0)")
     q.add_argument("--annotated-only", action="store_true",
                    help="render only the songs with chorus annotations")
     q.add_argument("--splits", default=None,
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     splits = [s.strip() for s in args.splits.split(",")] if args.splits else None
     manifest = render_pop909(
         Path(args.src), Path(args.out), soundfont=args.soundfont, jobs=args.jobs or 1,
-        programs=parse_programs(args.programs), seed=args.seed,
+        programs=parse_programs(args.programs), seed=args.seed, transpose=args.transpose,
         annotated_only=args.annotated_only, splits=splits,
     )
     songs = load_manifest(manifest, label_names=LABELS)

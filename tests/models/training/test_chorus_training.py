@@ -11,8 +11,11 @@ from models.config import DetectConfig, MelConfig
 from models.detect import Detector
 from models.errors import ConfigError
 from models.examples import SR, synth_song
-from models.training.train import (TrainConfig, chorus_frames, chunk_values, section_frames,
-                                   train)
+import torch
+import torch.nn.functional as F
+
+from models.training.train import (SECTION_KINDS, TrainConfig, _SongArrays, chorus_frames,
+                                   chorus_loss, chunk_values, section_frames, train)
 
 # models.examples.synth_song's plan, as POP909 phrase labels (bar_s = 1).
 PLAN = [("i", 4), ("A", 8), ("B", 8), ("A", 8), ("B", 8), ("x", 4), ("B", 8), ("o", 4)]
@@ -117,3 +120,44 @@ def test_chorus_weight_needs_chorus_logits(renders, tmp_path):
              model={"preset": "tiny-huang", "chorus_logits": True})
     with pytest.raises(ConfigError, match="select_on"):
         _cfg(root, manifests, tmp_path / "m.safetensors", select_on="loss")
+
+
+def test_later_weight_weighs_later_material_as_hard_negatives():
+    later = SECTION_KINDS.index("later")
+    section = np.array([0, 1, 2, 2, later, later], np.int64)
+    target = np.array([0, 0, 1, 1, 0, 0], np.float32)
+    song = _SongArrays(np.zeros((6, 1, 1), np.float32), None, None, target, section)
+    plain = _SongArrays(np.zeros((4, 1, 1), np.float32), None, None, target[:4], None)
+    u = torch.tensor([[0.5, -1.0, 2.0, 0.3, 1.5, 0.7], [0.1, 0.2, -0.4, 0.9, 0.0, 0.0]])
+    t = torch.from_numpy(np.concatenate([target, target[:4]]))
+    z = torch.cat([u[0], u[1, :4]])
+    assert torch.allclose(chorus_loss(u, [song, plain]), F.binary_cross_entropy_with_logits(z, t))
+    w = torch.tensor([1, 1, 1, 1, 3, 3, 1, 1, 1, 1], dtype=torch.float32)
+    weighted = (F.binary_cross_entropy_with_logits(z, t, reduction="none") * w).sum() / w.sum()
+    assert torch.allclose(chorus_loss(u, [song, plain], later_weight=3.0), weighted)
+    # the later chunks' logits (1.5, 0.7) are wrong; weighting them raises the loss
+    assert chorus_loss(u, [song, plain], later_weight=3.0) > chorus_loss(u, [song, plain])
+
+
+def test_init_checkpoint_starts_from_its_weights_and_statistics(renders, tmp_path):
+    root, manifests = renders
+    first = ckpts.load(train(_cfg(root, manifests, tmp_path / "a.safetensors", epochs=1),
+                             progress=False, command="pytest").checkpoint)
+    # lr ~ 0: one more epoch from the first run's weights leaves them where they were
+    tuned = ckpts.load(train(_cfg(root, manifests, tmp_path / "b.safetensors", epochs=1, lr=1e-12,
+                                  later_weight=3.0, init_checkpoint=str(tmp_path / "a.safetensors")),
+                             progress=False, command="pytest").checkpoint)
+    for key, value in first.state_dict.items():
+        torch.testing.assert_close(tuned.state_dict[key], value, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(tuned.norm_mean, first.norm_mean)
+    assert tuned.provenance["config"]["init_checkpoint"] == str(tmp_path / "a.safetensors")
+    fresh = ckpts.load(train(_cfg(root, manifests, tmp_path / "c.safetensors", epochs=1, lr=1e-12,
+                                  seed=3), progress=False, command="pytest").checkpoint)
+    assert not all(torch.equal(fresh.state_dict[k], v) for k, v in first.state_dict.items())
+    with pytest.raises(ConfigError, match="init_checkpoint.*differ"):
+        train(_cfg(root, manifests, tmp_path / "d.safetensors", epochs=1,
+                   model={"preset": "tiny-huang", "n_chroma": 12, "n_repetition": 4,
+                          "track_norm": True, "chorus_logits": True, "n_sections": 4},
+                   init_checkpoint=str(tmp_path / "a.safetensors")), progress=False)
+    with pytest.raises(ConfigError, match="later_weight"):
+        _cfg(root, manifests, tmp_path / "e.safetensors", later_weight=0)

@@ -227,10 +227,11 @@ class AttentionNet(nn.Module):
         """(B, C, 2h) Bi-LSTM outputs -> (B, C, n_sections) section-kind logits."""
         return self.sections(hidden)
 
-    def _add_section_head(self, cfg: "ModelConfig") -> None:
+    def _add_shared_layers(self, cfg: "ModelConfig") -> None:
+        """Layers both architectures have: the Bi-LSTM input dropout and the optional section head."""
+        self.drop_in = nn.Dropout(cfg.dropout_in)  # identity in eval mode: inference is unchanged
         if cfg.n_sections:
             self.sections = nn.Linear(2 * cfg.lstm_hidden, cfg.n_sections)
-        self.drop_in = nn.Dropout(cfg.dropout_in)  # identity in eval mode: inference is unchanged
 
     def recurrent_inputs(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Split chunk vectors into (Bi-LSTM input, CNN embedding), per the structure options.
@@ -298,7 +299,7 @@ class HuangNet(AttentionNet):
                             dropout=cfg.dropout_rnn if cfg.lstm_layers > 1 else 0.0)
         self.att_w = nn.Linear(2 * cfg.lstm_hidden, cfg.attention_dim)  # [W_f W_b] and bias
         self.att_v = nn.Linear(cfg.attention_dim, 1, bias=False)  # v
-        self._add_section_head(cfg)
+        self._add_shared_layers(cfg)
 
     @property
     def min_frames(self) -> int:
@@ -349,7 +350,7 @@ class CranNet(AttentionNet):
             fc += [nn.Dropout(cfg.dropout_fc), nn.Linear(width, d), nn.ELU()]
             width = d
         self.out = nn.Sequential(*fc, nn.Linear(width, cfg.n_labels))
-        self._add_section_head(cfg)
+        self._add_shared_layers(cfg)
 
     @property
     def min_frames(self) -> int:

@@ -312,7 +312,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)  # the scorer's tail embedding reads tensors as numpy
-    det = Detector(ckpt=ckpts.load(args.checkpoint) if args.checkpoint else None)
+    det = Detector(ckpt=ckpts.load(args.checkpoint))  # None: the shipped default
     assert isinstance(det.cfg.window, WindowConfig)
     chunk_s = det.scorer.cfg.chunk_frames * det.ckpt.mel.frame_seconds
     renders = []

@@ -27,6 +27,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from yarl import URL
 
+from stream_app import dead_members
 from stream_app.table_keys import partition_key
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ PATCHED = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.__init__": "(self, consumer, **kwargs)",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed": "(self)",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._ensure_consumer": "(self)",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.on_start": "(self)",
+    "aiokafka.client:AIOKafkaClient.coordinator_lookup": "(self, coordinator_type, coordinator_key)",
+    "aiokafka.client:AIOKafkaClient.bootstrap": "(self)",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.on_thread_stop": "(self)",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.on_partitions_assigned":
+        "(self, assigned, generation_id=0)",
     "aiokafka.consumer.consumer:AIOKafkaConsumer.seek_to_committed": "(self, *partitions)",
     "aiokafka.consumer.consumer:AIOKafkaConsumer.seek_to_beginning": "(self, *partitions)",
     "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": "(self)",
@@ -57,6 +64,8 @@ PATCHED = {
     "faust.tables.recovery:Recovery._resume_streams": "(self, generation_id=0)",
     "faust.tables.recovery:Recovery.on_recovery_completed": "(self, generation_id=0)",
     "faust.tables:TableManager.recovery": "property",
+    "faust.tables:TableManager.on_start": "(self)",
+    "faust.tables:TableManager._update_channels": "(self)",
     "faust.tables:Table._new_store_by_url": "(self, url)",
     "faust.tables:Table.partition_for_key": "(self, key)",
     "faust.stores.memory:Store.__init__":
@@ -75,6 +84,9 @@ PRIVATE_ATTRIBUTES = [
     ("faust.stores.memory:Store", "_key_partition", "__post_init__"),
     ("faust.tables:TableManager", "_recovery", "__init__"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "__init__"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_client", "__init__"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_coordinator", "start"),
+    ("aiokafka.consumer.group_coordinator:GroupCoordinator", "member_id", "__init__"),
 ]
 # Faust methods that must keep calling a method the patches override: (module:class, caller,
 # callee).
@@ -167,6 +179,10 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     aiokafka returns the records buffered for the paused stream partitions,
     Faust drops them as inactive, and their position has moved past them.
 
+    A worker leaves the group for this host's killed workers before it joins, and records
+    its own member id after each assignment (:mod:`stream_app.dead_members`): a restart
+    after a SIGKILL then does not wait for the killed member's session.
+
     A fetch of changelog partitions only (table recovery's) waits at most
     ``CHANGELOG_FETCH_WAIT_S`` for records, not Faust's 1 s: the one that
     recovery left waiting at its end held the stream partitions, resumed
@@ -174,6 +190,31 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     of stream partitions keep Faust's wait (a 0.1 s cap on every fetch raised
     the chunk -> provisional latency p50 by 20-40 ms at 20 tracks).
     """
+
+    _members: dead_members.MemberRecords | None = None
+
+    async def on_start(self) -> None:
+        # Faust's on_start, with the dead members' leave between creating the consumer and
+        # starting it (its join).
+        self._consumer = self._create_consumer(loop=self.thread_loop)
+        self.time_started = time.monotonic()
+        if not self.app.client_only:
+            conf = self.app.conf
+            self._members = dead_members.MemberRecords(
+                os.path.join(conf.datadir, "members"), group=conf.id,
+                bootstrap=[f"{u.host}:{u.port}" for u in conf.broker])
+            await dead_members.leave_for_dead(self._consumer._client, self._members)
+        await self._consumer.start()
+
+    async def on_thread_stop(self) -> None:
+        await super().on_thread_stop()  # stops the consumer, which leaves the group
+        if self._members is not None:
+            self._members.forget()
+
+    async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
+        if self._members is not None and self._consumer is not None:
+            self._members.record(self._consumer._coordinator.member_id)
+        await super().on_partitions_assigned(assigned, generation_id)
 
     async def seek_to_committed(self):
         """Seek every assigned partition to its committed offset, and a stream partition
@@ -356,14 +397,21 @@ class Recovery(recovery.Recovery):
 
 
 class TableManager(tables.TableManager):
-    """Faust's table manager with :class:`Recovery`.
+    """Faust's table manager with :class:`Recovery`, without Faust's 1 s pause before the
+    tables register (the consumer joins the group only after it).
 
-    Its ``on_start`` keeps Faust's 1 s pause before the tables register (the
-    consumer joins the group only after): without it a restart was ready 0.9 s
-    sooner at the median, but on the embedded broker the join then met the
-    killed member's session expiry and took a second round in 3 of 40
-    restarts (8.5 s; 0 of 40 with it). docs/performance.md, "Recovery time".
+    While a killed worker's member stayed in the group until its session expired, the
+    pause was needed: without it the join met that expiry and took a second round in 3
+    of 40 restarts on the embedded broker. The dead member is now removed before the join
+    (:mod:`stream_app.dead_members`), and the pause only delayed every restart by 1 s.
+    docs/performance.md, "Recovery time".
     """
+
+    async def on_start(self) -> None:
+        # Faust's on_start less its ``await self.sleep(1.0)``.
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
     @property
     def recovery(self) -> recovery.Recovery:

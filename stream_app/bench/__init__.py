@@ -34,12 +34,20 @@ Everything runs in one invocation and is shut down before it returns.
 
 from __future__ import annotations
 
-from stream_app.bench.config import BenchConfig
-from stream_app.bench.figures import bucket_quantile, histogram_summary, parse_metrics
-from stream_app.bench.latency import match_latencies
-from stream_app.bench.report import format_report
-from stream_app.bench.run import run_bench
-from stream_app.bench.songs import synth_track
+# Exported lazily (PEP 562): ``hookstream worker`` builds the CLI, whose ``bench`` options
+# need only ``bench.config``; the rest imports numpy and the worker harness (0.13 s of a
+# restarted worker's start, before it joins its group).
+_EXPORTS = {
+    "BenchConfig": "config", "bucket_quantile": "figures", "histogram_summary": "figures",
+    "parse_metrics": "figures", "match_latencies": "latency", "format_report": "report",
+    "run_bench": "run", "synth_track": "songs",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["BenchConfig", "bucket_quantile", "format_report", "histogram_summary",
-           "match_latencies", "parse_metrics", "run_bench", "synth_track"]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

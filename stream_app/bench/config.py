@@ -12,6 +12,7 @@ WARMUP_SECONDS = 8.0
 PROFILE_PIECE_S = 2.0
 ROUND_EVENTS = 64  # chunk events per round in the memory phase (the worker's default batch)
 PHASES = ("offline", "profile", "streaming", "latency", "memory", "changelog")  # in the order they run
+DEFAULT_KS = (10, 50, 100, 200, 300)  # the concurrencies ``--sweep`` tries by default
 DEVICES = ("auto", "cpu", "cuda")
 
 

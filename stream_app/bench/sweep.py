@@ -36,13 +36,12 @@ from typing import Callable
 import numpy as np
 
 from models.errors import ConfigError, HookstreamError
-from stream_app.bench.config import BenchConfig
+from stream_app.bench.config import DEFAULT_KS, BenchConfig
 from stream_app.bench.figures import percentiles, sig
 from stream_app.bench.latency import match_latencies
 from stream_app.bench.songs import synth_track
 from stream_app.bench.worker import WorkerHandle, write_settings_yaml
 
-DEFAULT_KS = (10, 50, 100, 200, 300)
 P99_LIMIT_S = 1.0
 GROWTH_FRACTION = 0.05  # backlog slope above 5% of the arrival rate: not keeping up
 SAMPLE_S = 1.0

@@ -7,9 +7,7 @@ import sys
 
 
 def register(sub) -> None:
-    from stream_app.bench import BenchConfig
-    from stream_app.bench.config import PHASES
-    from stream_app.bench.sweep import DEFAULT_KS
+    from stream_app.bench.config import DEFAULT_KS, PHASES, BenchConfig
 
     d = BenchConfig()
     p = sub.add_parser(

@@ -95,6 +95,8 @@ def test_sigkill_at_random_moments_loses_nothing(broker, tiny_ckpt, detector, tm
             w.start()
             w.wait_ready()
             ready.append(time.monotonic() - killed)
+            # the killed worker's member left the group at the restart, not at its session's end
+            assert "removed the member" in w.log.read_text(errors="replace"), w.log_tail()
             deadline = time.monotonic() + 120
             while chunks_scored(w) == 0:  # the chunks that waited in the topic
                 assert time.monotonic() < deadline, w.log_tail()

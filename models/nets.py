@@ -48,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -76,6 +77,9 @@ class ModelConfig:
     track_norm: bool = False  # subtract the track's mean embedding before the Bi-LSTM
     chorus_logits: bool = False  # attention logits trained as chorus logits (window: sigmoid)
     n_sections: int = 0  # > 0: a training-only head classifying each chunk's section kind
+    fine_slots: int = 0  # > 0: chunk vectors also carry the chunk's chroma per slot (fine phrase similarity)
+    phrase_links: bool = False  # the second Bi-LSTM over states gathered from matching phrases
+    lstm2_hidden: int = 64
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -94,11 +98,28 @@ class ModelConfig:
         if not 1 <= self.n_repetition <= N_REPETITION:
             raise ConfigError(f"model.n_repetition = {self.n_repetition}: must be in "
                               f"1..{N_REPETITION}")
+        if self.fine_slots < 0 or (self.fine_slots and not self.n_chroma):
+            raise ConfigError(f"model.fine_slots = {self.fine_slots}: must be >= 0, and > 0 only "
+                              "with n_chroma > 0 (the slots hold chroma)")
+        if self.phrase_links and not (self.fine_slots and self.arch == "huang"):
+            raise ConfigError("model.phrase_links: needs fine_slots > 0 and arch huang")
+        if self.lstm2_hidden < 1:
+            raise ConfigError(f"model.lstm2_hidden = {self.lstm2_hidden}: must be at least 1")
 
     @property
     def n_structure(self) -> int:
         """Per-chunk structure features fed to the Bi-LSTM beside the embedding."""
-        return self.n_repetition if self.n_chroma else 0
+        return (self.n_repetition if self.n_chroma else 0) + (N_PHRASE if self.fine_slots else 0)
+
+    @property
+    def n_fine(self) -> int:
+        """Slot chroma values per chunk vector (``fine_slots * n_chroma``)."""
+        return self.fine_slots * self.n_chroma
+
+    @property
+    def n_extra(self) -> int:
+        """Values after the CNN embedding in a chunk vector: slot chroma, then chunk chroma."""
+        return self.n_fine + self.n_chroma
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
@@ -202,6 +223,123 @@ def repetition_features(chroma: Tensor, lengths: Tensor) -> Tensor:
     return feats * (has & valid)[..., None]
 
 
+N_PHRASE = 4  # per-chunk features of the fine phrase similarity (phrase_features)
+PHRASE_TOL_SLOTS = 5  # a repeat may lie this many slots (~1.5 s) off the chunk grid
+PHRASE_MATCH = 0.5  # fine phrase similarity above this: "the phrase was heard there"
+PHRASE_SHARPNESS = 20.0  # of the soft match weight sigmoid(sharpness * (sim - threshold))
+PHRASE_EARLY = 5.0  # the earliest-match gather weighs position t (0..1) by exp(-PHRASE_EARLY t)
+
+
+def phrase_similarity(fine: Tensor, lengths: Tensor, slots: int) -> Tensor:
+    """Fine phrase similarity between the chunks of each track.
+
+    ``fine`` holds each chunk's chroma per slot (``slots`` slots of ``d``
+    values, concatenated). Slot chroma is centred on the track's mean and
+    unit-normalised; the phrase of chunk c is the slots of chunks
+    ``c + REPETITION_SPAN`` (~12 s); the similarity of chunks i and j is the
+    best, over shifts of j's phrase by up to :data:`PHRASE_TOL_SLOTS` slots,
+    of the mean cosine similarity of the aligned slots: a diagonal path in the
+    slot self-similarity matrix, so a repeat is found at slot (0.3 s)
+    resolution wherever it falls on the 3 s chunk grid, and a melody that
+    recurs over another accompaniment still matches note for note.
+
+    Parameters
+    ----------
+    fine : Tensor, shape (B, C, slots * d)
+    lengths : Tensor, shape (B,), chunks per track
+    slots : slots per chunk
+
+    Returns
+    -------
+    Tensor, shape (B, C, C); -1 where either chunk is past its track's length
+    """
+    b, c, width = fine.shape
+    d = width // slots
+    n = c * slots
+    x = fine.reshape(b, n, d)
+    valid = torch.arange(n, device=fine.device)[None, :] < (lengths.to(fine.device)[:, None] * slots)
+    m = valid[..., None].to(x.dtype)
+    x = (x - (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)) * m
+    x = x / (x.norm(dim=2, keepdim=True) + 1e-6)
+    tol = PHRASE_TOL_SLOTS
+    span = len(REPETITION_SPAN) * slots
+    lead = -REPETITION_SPAN[0] * slots + tol
+    xp = F.pad(x, (0, 0, lead, span + tol))  # slot s of x is slot s + lead of xp
+    start = (torch.arange(c, device=fine.device) + REPETITION_SPAN[0]) * slots + lead
+    window = torch.arange(span, device=fine.device)
+    q = xp[:, start[:, None] + window[None, :]]  # (B, C, span, d)
+    best = None
+    for shift in range(-tol, tol + 1):
+        r = xp[:, (start + shift)[:, None] + window[None, :]]
+        sim = torch.einsum("bild,bjld->bij", q, r) / span
+        best = sim if best is None else torch.maximum(best, sim)
+    cv = valid[:, ::slots]
+    return best.masked_fill(~(cv[:, :, None] & cv[:, None, :]), -1.0)
+
+
+def phrase_features(sim: Tensor, lengths: Tensor) -> Tensor:
+    """Per chunk, from :func:`phrase_similarity`: where else its phrase is heard.
+
+    The best match among chunks at least :data:`REPETITION_MIN_LAG` earlier and
+    later (clipped to [0, 1]); where the phrase was first heard (the earliest
+    such earlier chunk above :data:`PHRASE_MATCH`, else the chunk itself, as a
+    fraction of the track); and whether it was heard before (0/1). POP909's
+    chorus is the second melodic material in order of first appearance, and
+    the material after it recurs as the chorus does: when a passage was first
+    heard tells them apart where a repeat does not.
+
+    Returns
+    -------
+    Tensor, shape (B, C, N_PHRASE); zero past each track's length
+    """
+    b, c, _ = sim.shape
+    pos = torch.arange(c, device=sim.device)
+    valid = pos[None, :] < lengths.to(sim.device)[:, None]
+    past, future = _lag_masks(c, valid)
+    best_past = sim.masked_fill(~past, -1.0).amax(2).clamp(min=0)
+    best_future = sim.masked_fill(~future, -1.0).amax(2).clamp(min=0)
+    heard = past & (sim > PHRASE_MATCH)
+    first = torch.where(heard.any(2), heard.to(sim.dtype).argmax(2), pos[None].expand(b, c))
+    n = lengths.to(sim.device)[:, None].clamp(min=2).to(sim.dtype)
+    feats = torch.stack([best_past, best_future, first.to(sim.dtype) / (n - 1),
+                         heard.any(2).to(sim.dtype)], dim=2)
+    return feats * valid[..., None]
+
+
+def _lag_masks(c: int, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, C, C) masks of the valid pairs whose column is at least REPETITION_MIN_LAG chunks
+    before / after the row."""
+    pos = torch.arange(c, device=valid.device)
+    lag = pos[:, None] - pos[None, :]
+    pair = valid[:, :, None] & valid[:, None, :]
+    return pair & (lag >= REPETITION_MIN_LAG)[None], pair & (lag <= -REPETITION_MIN_LAG)[None]
+
+
+def link_phrases(hidden: Tensor, sim: Tensor, lengths: Tensor, threshold: Tensor) -> Tensor:
+    """Gather each chunk's Bi-LSTM states from the chunks holding the same phrase.
+
+    Weights ``sigmoid(PHRASE_SHARPNESS * (sim - threshold))`` over the chunks at
+    least :data:`REPETITION_MIN_LAG` earlier, the same over the later ones, and
+    the earlier ones again weighted towards the start of the track (the
+    phrase's first hearing): the three weighted means, (B, C, 3 * H). A
+    chorus's later repeats then read what the network made of its first
+    hearing (the material that followed the verse), and the first hearing
+    what became of it later.
+    """
+    c = sim.shape[1]
+    pos = torch.arange(c, device=sim.device)
+    valid = pos[None, :] < lengths.to(sim.device)[:, None]
+    past, future = _lag_masks(c, valid)
+    w = torch.sigmoid(PHRASE_SHARPNESS * (sim - threshold))
+    n = lengths.to(sim.device)[:, None].clamp(min=1).to(sim.dtype)
+    early = torch.exp(-PHRASE_EARLY * pos[None, :].to(sim.dtype) / n)[:, None, :]  # (B, 1, C)
+    out = []
+    for mask, bias in ((past, None), (future, None), (past, early)):
+        wk = w * mask if bias is None else w * mask * bias
+        out.append((wk @ hidden) / (wk.sum(2, keepdim=True) + 1e-3))
+    return torch.cat(out, dim=2)
+
+
 class AttentionNet(nn.Module):
     """Chunk CNN + recurrent attention. Subclasses define ``embed`` and ``attend_all``.
 
@@ -224,32 +362,53 @@ class AttentionNet(nn.Module):
         raise NotImplementedError
 
     def section_logits(self, hidden: Tensor) -> Tensor:
-        """(B, C, 2h) Bi-LSTM outputs -> (B, C, n_sections) section-kind logits."""
-        return self.sections(hidden)
+        """``attend_all``'s hidden states -> (B, C, n_sections) section-kind logits of the last
+        Bi-LSTM."""
+        return self.section_heads(hidden)[-1]
+
+    def section_heads(self, hidden: Tensor) -> list[Tensor]:
+        """Every section head's logits, (B, C, n_sections) each: the Bi-LSTM's, and with
+        ``phrase_links`` the first Bi-LSTM's, then the second's (both trained)."""
+        if self.config.phrase_links:
+            h1 = hidden[..., : 2 * self.config.lstm_hidden]
+            return [self.sections1(h1), self.sections(hidden[..., h1.shape[2]:])]
+        return [self.sections(hidden)]
 
     def _add_shared_layers(self, cfg: "ModelConfig") -> None:
         """Layers both architectures have: the Bi-LSTM input dropout and the optional section head."""
         self.drop_in = nn.Dropout(cfg.dropout_in)  # identity in eval mode: inference is unchanged
         if cfg.n_sections:
-            self.sections = nn.Linear(2 * cfg.lstm_hidden, cfg.n_sections)
+            width = 2 * (cfg.lstm2_hidden if cfg.phrase_links else cfg.lstm_hidden)
+            self.sections = nn.Linear(width, cfg.n_sections)
+            if cfg.phrase_links:
+                self.sections1 = nn.Linear(2 * cfg.lstm_hidden, cfg.n_sections)
 
-    def recurrent_inputs(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Split chunk vectors into (Bi-LSTM input, CNN embedding), per the structure options.
+    def recurrent_inputs(self, emb: Tensor, lengths: Tensor
+                         ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Split chunk vectors into (Bi-LSTM input, CNN embedding, phrase similarity).
 
-        ``emb`` is (B, C, E + n_chroma); returns ((B, C, E + n_structure), (B, C, E)).
+        ``emb`` is (B, C, E + n_fine + n_chroma): the CNN embedding, the slot
+        chroma (``fine_slots``), the chunk chroma. Returns the Bi-LSTM input
+        (B, C, E + n_structure), the CNN embedding (B, C, E) and, with
+        ``fine_slots``, the (B, C, C) :func:`phrase_similarity` (else None).
         """
-        n = self.config.n_chroma
-        cnn = emb[..., : emb.shape[2] - n] if n else emb
+        cfg = self.config
+        cnn = emb[..., : emb.shape[2] - cfg.n_extra] if cfg.n_extra else emb
         x = cnn
-        if self.config.track_norm:
+        if cfg.track_norm:
             valid = (torch.arange(emb.shape[1], device=emb.device)[None, :]
                      < lengths.to(emb.device)[:, None]).unsqueeze(2)
             mean = (cnn * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
             x = (cnn - mean) * valid
-        if n:
-            rep = repetition_features(emb[..., -n:], lengths)[..., : self.config.n_repetition]
+        sim = None
+        if cfg.n_chroma:
+            rep = repetition_features(emb[..., -cfg.n_chroma:], lengths)[..., : cfg.n_repetition]
             x = torch.cat([x, rep], dim=2)
-        return x, cnn
+        if cfg.fine_slots:
+            fine = emb[..., cnn.shape[2]: cnn.shape[2] + cfg.n_fine]
+            sim = phrase_similarity(fine, lengths, cfg.fine_slots)
+            x = torch.cat([x, phrase_features(sim, lengths)], dim=2)
+        return x, cnn, sim
 
     def embed(self, chunks: Tensor) -> Tensor:
         """(N, n_mels, T) normalised log-mel chunks -> (N, E) chunk vectors."""
@@ -264,15 +423,17 @@ class AttentionNet(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         """Whole-track pass: (B, C, n_mels, T) chunks, (B,) lengths -> (attention (B, C), y).
 
-        ``chroma`` (B, C, n_chroma), each chunk's mean chroma, is required when
+        ``chroma`` (B, C, n_fine + n_chroma), each chunk's slot chroma (with
+        ``fine_slots``) then its mean chroma, is required when
         ``config.n_chroma`` > 0. This is the reference the streaming scorer
         must reproduce.
         """
         b, c = chunks.shape[:2]
         emb = self.embed(chunks.flatten(0, 1)).view(b, c, -1)
         if self.config.n_chroma:
-            if chroma is None:
-                raise ConfigError("this model reads chunk chroma: pass chroma (B, C, n_chroma)")
+            n = self.config.n_extra
+            if chroma is None or chroma.shape[2] != n:
+                raise ConfigError(f"this model reads chunk chroma: pass chroma (B, C, {n})")
             emb = torch.cat([emb, chroma], dim=2)
         logits, y = self.attend(emb, lengths)
         return torch.softmax(logits, dim=1), y
@@ -297,8 +458,15 @@ class HuangNet(AttentionNet):
         self.lstm = nn.LSTM(channels + cfg.n_structure, cfg.lstm_hidden,
                             num_layers=cfg.lstm_layers, batch_first=True, bidirectional=True,
                             dropout=cfg.dropout_rnn if cfg.lstm_layers > 1 else 0.0)
-        self.att_w = nn.Linear(2 * cfg.lstm_hidden, cfg.attention_dim)  # [W_f W_b] and bias
-        self.att_v = nn.Linear(cfg.attention_dim, 1, bias=False)  # v
+        top = cfg.lstm_hidden
+        if cfg.phrase_links:  # a second Bi-LSTM over [h, linked states, phrase features]
+            self.link_threshold = nn.Parameter(torch.tensor(PHRASE_MATCH))
+            self.lstm2 = nn.LSTM(2 * cfg.lstm_hidden * 4 + N_PHRASE, cfg.lstm2_hidden,
+                                 batch_first=True, bidirectional=True)
+            top = cfg.lstm2_hidden
+        self.att_w = nn.Linear(2 * top, cfg.attention_dim)  # [W_f W_b] and bias
+        # v; with phrase links a bias too: the logits are chorus logits read through a sigmoid
+        self.att_v = nn.Linear(cfg.attention_dim, 1, bias=cfg.phrase_links)
         self._add_shared_layers(cfg)
 
     @property
@@ -312,9 +480,15 @@ class HuangNet(AttentionNet):
         return self.conv(chunks).amax(dim=2)
 
     def attend_all(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x, cnn = self.recurrent_inputs(emb, lengths)
+        x, cnn, sim = self.recurrent_inputs(emb, lengths)
         hidden = _bilstm(self.lstm, self.drop_in(x), lengths)
-        logits = self.att_v(torch.tanh(self.att_w(hidden))).squeeze(2)
+        top = hidden
+        if self.config.phrase_links:
+            linked = link_phrases(hidden, sim, lengths, self.link_threshold)
+            z = torch.cat([hidden, linked, x[..., -N_PHRASE:]], dim=2)
+            top = _bilstm(self.lstm2, self.drop_in(z), lengths)
+            hidden = torch.cat([hidden, top], dim=2)
+        logits = self.att_v(torch.tanh(self.att_w(top))).squeeze(2)
         logits = _mask(logits, lengths)
         a = torch.softmax(logits, dim=1)
         o = torch.sigmoid(self.fc(cnn))  # (B, C, L): per-chunk label probabilities
@@ -360,7 +534,7 @@ class CranNet(AttentionNet):
         return self.conv(chunks).amax(dim=2)
 
     def attend_all(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x, emb = self.recurrent_inputs(emb, lengths)
+        x, emb, _ = self.recurrent_inputs(emb, lengths)
         hidden = _bilstm(self.lstm, self.drop_in(x), lengths)  # (B, C, 2h)
         h = self.config.lstm_hidden
         idx = (lengths - 1).clamp(min=0).to(hidden.device)

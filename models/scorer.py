@@ -51,8 +51,11 @@ embedded on its own at finalize; shorter tails are not scored (their time
 still counts in the track's duration and energy curve).
 
 Models with structure inputs (``ModelConfig.n_chroma > 0``) also get each
-chunk's mean chroma, appended to its chunk vector (:mod:`models.nets`); the
-repetition features derived from it cover the provisional context while
+chunk's mean chroma, appended to its chunk vector (:mod:`models.nets`), and
+with ``fine_slots`` before it the chunk's chroma per slot
+(:func:`chunk_chroma_values`), from which the model finds repeated phrases at
+slot resolution (``models.nets.phrase_similarity``); the
+repetition features derived from them cover the provisional context while
 streaming (so a repeat is seen once both occurrences lie within the last
 ``context_chunks`` chunks) and the whole track at finalize (exact). For a
 model whose attention logits are chorus logits (``chorus_logits``),
@@ -78,7 +81,9 @@ from models.config import ScorerConfig
 from models.errors import InputError
 from models.resample import ResampleState, resampler
 
-STATE_VERSION = 3  # 2: pending_chroma, chunk chroma in the chunk vectors; 3: source rate, resampler
+# 2: pending_chroma, chunk chroma in the chunk vectors; 3: source rate, resampler;
+# 4: slot chroma in the chunk vectors of models with fine_slots (another width)
+STATE_VERSION = 4
 _EMBED_BATCH = 512  # chunks per CNN forward pass (bounds peak memory)
 
 _f32 = np.float32
@@ -94,7 +99,7 @@ class TrackState:
     pending: np.ndarray | None = None  # (k, n_mels) normalised frames not yet in a chunk
     pending_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # (k,)
     pending_chroma: np.ndarray | None = None  # (k, n_chroma) chroma frames, structure models only
-    embeddings: np.ndarray | None = None  # (C, E [+ n_chroma]) chunk vectors
+    embeddings: np.ndarray | None = None  # (C, E [+ n_fine + n_chroma]) chunk vectors
     logits: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # (C,)
     slot_energy: np.ndarray = field(default_factory=lambda: np.zeros(0, _f32))  # complete chunks' slots
     sample_rate: int = 0  # the track's source rate (Hz), fixed per track; 0: the model's rate
@@ -213,6 +218,10 @@ class Scorer:
         self.std = np.asarray(ckpt.norm_std, _f32)
         self.min_tail = max(self.cfg.min_tail_frames, self.net.min_frames)
         self.n_chroma = ckpt.model.n_chroma
+        self.fine_slots = ckpt.model.fine_slots
+        if self.fine_slots and self.cfg.chunk_frames % self.fine_slots:
+            raise InputError(f"scorer.chunk_frames = {self.cfg.chunk_frames}: the model's "
+                             f"{self.fine_slots} chroma slots per chunk must divide it")
         with torch.inference_mode():
             probe = torch.zeros(1, self.mel_cfg.n_mels, self.cfg.chunk_frames, device=self.device)
             self._cnn_dim = int(self.net.embed(probe).shape[1])
@@ -259,6 +268,7 @@ class Scorer:
             raise InputError("scorer.step: a track appears twice in one batch; join its samples")
         resampled = []
         for state, samples in items:
+            self._check_width(state)
             samples = validate_samples(samples, name=f"track {state.track_id!r}")
             y, rs_state = self._resampler(state.sample_rate).step(state.resampler, samples)
             resampled.append((replace(state, resampler=rs_state), y))
@@ -305,7 +315,7 @@ class Scorer:
         chunks = pending[: n * cf].reshape(n, cf, self.mel_cfg.n_mels).transpose(0, 2, 1)
         slots = energy[: n * cf].reshape(-1, sf).mean(axis=1, dtype=np.float64).astype(_f32)
         if self.n_chroma:
-            chunk_chroma = chunk_means(all_chroma[: n * cf], cf)
+            chunk_chroma = chunk_chroma_values(all_chroma[: n * cf], cf, self.fine_slots)
             pending_chroma = all_chroma[n * cf:]
         return replace(
             state, n_samples=total, tail=tail, pending=pending[n * cf:],
@@ -381,6 +391,8 @@ class Scorer:
     @torch.inference_mode()
     def finalize(self, states: Sequence[TrackState]) -> list[TrackScores]:
         """End tracks: embed scoreable tails, run the exact whole-track attention, batched."""
+        for state in states:
+            self._check_width(state)
         states = [self._with_tail(s) for s in self._flush(states)]
         lengths = [np.full(len(s.embeddings), self.cfg.chunk_frames) for s in states]
         for s, ln in zip(states, lengths):
@@ -427,7 +439,8 @@ class Scorer:
         chunk = torch.from_numpy(np.ascontiguousarray(state.pending.T[None]))
         emb = self.net.embed(chunk.to(self.device)).cpu().numpy()
         if self.n_chroma:
-            tail_chroma = chunk_means(state.pending_chroma, len(state.pending_chroma))
+            tail_chroma = chunk_chroma_values(state.pending_chroma, self.cfg.chunk_frames,
+                                              self.fine_slots, partial=True)
             emb = np.concatenate([emb, tail_chroma], axis=1)
         return replace(state, embeddings=np.concatenate([state.embeddings, emb]))
 
@@ -452,9 +465,48 @@ class Scorer:
     def _duration(self, state: TrackState) -> float:
         return state.n_samples / self.mel_cfg.sample_rate
 
+    def _check_width(self, state: TrackState) -> None:
+        """A state whose chunk vectors another model made (another width) is refused, not misread."""
+        if state.embeddings is not None and state.embeddings.shape[1] != self._embedding_dim():
+            raise InputError(f"track {state.track_id!r}: its state holds chunk vectors of width "
+                             f"{state.embeddings.shape[1]}, this model ({self.model_name}) makes "
+                             f"{self._embedding_dim()}; the track was started under another model")
+
     def _embedding_dim(self) -> int:
-        """Width of a chunk vector: the CNN embedding, then the chunk chroma (structure models)."""
-        return self._cnn_dim + self.n_chroma
+        """Width of a chunk vector: the CNN embedding, then (structure models) the slot chroma
+        and the chunk chroma."""
+        return self._cnn_dim + self.ckpt.model.n_extra
+
+
+def chunk_chroma_values(frames: np.ndarray, chunk_frames: int, fine_slots: int = 0, *,
+                        partial: bool = False) -> np.ndarray:
+    """The chroma part of chunk vectors, from chroma frames: (n * chunk_frames, d) -> (n, width).
+
+    Per chunk, with ``fine_slots``, the mean of each of its ``fine_slots``
+    slots of ``chunk_frames // fine_slots`` frames, then the chunk's mean
+    (width ``(fine_slots + 1) * d``). ``partial``: ``frames`` are one final
+    partial chunk (1 to ``chunk_frames`` frames), which gets the means of the
+    slots it has frames in and zeros for the rest. The trainer builds its
+    chunk vectors with this function too.
+    """
+    frames = np.asarray(frames, _f32)
+    if partial:
+        parts = []
+        if fine_slots:
+            sf = chunk_frames // fine_slots
+            slots = np.zeros((fine_slots, frames.shape[1]), _f32)
+            for k in range(0, len(frames), sf):
+                slots[k // sf] = frames[k:k + sf].mean(axis=0, dtype=np.float64)
+            parts.append(slots.reshape(1, -1))
+        parts.append(chunk_means(frames, len(frames)))
+        return np.concatenate(parts, axis=1)
+    means = chunk_means(frames, chunk_frames)
+    if not fine_slots:
+        return means
+    n = len(frames) // chunk_frames
+    slots = chunk_means(frames[: n * chunk_frames], chunk_frames // fine_slots).reshape(
+        n, fine_slots * frames.shape[1])
+    return np.concatenate([slots, means], axis=1)
 
 
 def chunk_means(frames: np.ndarray, chunk_frames: int) -> np.ndarray:

@@ -27,10 +27,18 @@ def make_card(*, name: str, model: Mapping[str, Any], labels: list[str], data: M
     supervision = ("song-level labels and per-chunk chorus positions (chorus_weight "
                    f"{config.get('chorus_weight')})" if config.get("chorus_weight")
                    else "song-level labels only (the papers' weak supervision)")
+    start = None
+    if config.get("cnn_from") or config.get("init_checkpoint"):
+        start = (f"CNN from {config['cnn_from']}" if config.get("cnn_from")
+                 else f"every weight from {config['init_checkpoint']}")
+        start += ", CNN frozen" if config.get("freeze_cnn") else ""
     return {
         "name": name,
         "architecture": {k: model.get(k) for k in ("arch", "n_chroma", "track_norm",
-                                                   "chorus_logits", "lstm_hidden")},
+                                                   "chorus_logits", "lstm_hidden", "fine_slots",
+                                                   "phrase_links", "lstm2_hidden")
+                         if model.get(k) not in (None, 0, False)},
+        "starts_from": start,
         "supervision": supervision,
         "labels": list(labels),
         "data": {k: data.get(k) for k in ("manifest", "extra_manifests", "n_train", "n_val",
@@ -45,7 +53,10 @@ def render(card: Mapping[str, Any]) -> str:
     """The card as Markdown."""
     lines = [f"# Model card: {card['name']}", ""]
     arch = card.get("architecture", {})
-    lines += ["## Model", "", f"- architecture: {arch}", f"- supervision: {card['supervision']}",
+    lines += ["## Model", "", f"- architecture: {arch}"]
+    if card.get("starts_from"):
+        lines.append(f"- starts from: {card['starts_from']}")
+    lines += [f"- supervision: {card['supervision']}",
               f"- song-level labels: {', '.join(card.get('labels', []))}", ""]
     data = card.get("data", {})
     lines += ["## Training data", ""]

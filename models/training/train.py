@@ -90,7 +90,7 @@ from models.config import MelConfig, ScorerConfig, from_dict, load_yaml, to_dict
 from models.errors import ConfigError, InputError
 from models.training.features import build_feature_cache, cache_path, load_features, norm_stats
 from models.training.manifest import Song, label_vocabulary, load_manifest
-from models.scorer import whole_track_chunks
+from models.scorer import chunk_chroma_values, whole_track_chunks
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ class TrainConfig:
     gain_db: float = 0.0
     select_on: str = "auc"  # auc | chorus
     init_checkpoint: str | None = None
+    cnn_from: str | None = None  # a checkpoint whose CNN (and z-score statistics) this run starts from
+    freeze_cnn: bool = False  # keep the CNN's weights as they start (from cnn_from / init_checkpoint)
 
     def __post_init__(self) -> None:
         for key in ("manifest", "out", "name", "cache_dir", "train_split", "val_split", "device"):
@@ -172,9 +174,16 @@ class TrainConfig:
                     "section_weight"):
             _check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         _check(self.later_weight > 0, "later_weight", self.later_weight, "must be > 0")
-        _check(self.init_checkpoint is None
-               or (isinstance(self.init_checkpoint, str) and self.init_checkpoint != ""),
-               "init_checkpoint", self.init_checkpoint, "must be a checkpoint path or null")
+        for key in ("init_checkpoint", "cnn_from"):
+            value = getattr(self, key)
+            _check(value is None or (isinstance(value, str) and value != ""), key, value,
+                   "must be a checkpoint path or null")
+        _check(not (self.init_checkpoint and self.cnn_from), "cnn_from", self.cnn_from,
+               "and init_checkpoint exclude each other (init_checkpoint copies every weight)")
+        _check(isinstance(self.freeze_cnn, bool), "freeze_cnn", self.freeze_cnn,
+               "must be true or false")
+        _check(not self.freeze_cnn or bool(self.cnn_from or self.init_checkpoint), "freeze_cnn",
+               self.freeze_cnn, "needs cnn_from or init_checkpoint (a trained CNN to keep)")
         for key, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0),
                          ("feature_jobs", 1)):
             value = getattr(self, key)
@@ -425,14 +434,18 @@ class _SongArrays:
 
     full: np.ndarray  # (n, n_mels, chunk_frames)
     tail: np.ndarray | None  # (n_mels, t)
-    chroma: np.ndarray | None  # (n [+ 1], 12) chunk means
+    chroma: np.ndarray | None  # (n [+ 1], n_fine + 12): slot chroma (fine models), chunk means
     target: np.ndarray | None  # (n [+ 1],) share of chorus frames; None: not annotated
     section: np.ndarray | None = None  # (n [+ 1],) int64 SECTION_KINDS index; None: no phrases
 
 
 def song_arrays(item: _Item, data: _Data, *, start: int, take: int, tail: int = 0,
-                offset: float = 0.0, mel: MelConfig | None = None) -> _SongArrays:
-    """``take`` full chunks from frame ``start`` (plus a ``tail``-frame partial chunk)."""
+                offset: float = 0.0, mel: MelConfig | None = None,
+                fine_slots: int = 0) -> _SongArrays:
+    """``take`` full chunks from frame ``start`` (plus a ``tail``-frame partial chunk).
+
+    ``fine_slots``: the model's chroma slots per chunk (its chunk vectors carry slot chroma).
+    """
     mel = mel or MelConfig()
     cf = ScorerConfig().chunk_frames
     frames = item.frames()
@@ -444,7 +457,14 @@ def song_arrays(item: _Item, data: _Data, *, start: int, take: int, tail: int = 
             ((np.asarray(frames[t0:t0 + tail]) + offset - data.mean) / data.std).T, np.float32)
     lengths = [cf] * take + ([tail] if tail else [])
     chroma = item.chroma()
-    chunk_chroma = chunk_values(chroma, start, lengths) if chroma is not None else None
+    chunk_chroma = None
+    if chroma is not None:  # the chroma part of the chunk vectors, as the scorer builds it
+        end = start + take * cf
+        parts = [chunk_chroma_values(chroma[start:end], cf, fine_slots)]
+        if tail:
+            parts.append(chunk_chroma_values(chroma[end:end + tail], cf, fine_slots,
+                                             partial=True))
+        chunk_chroma = np.concatenate(parts)
     target = chunk_values(chorus_frames(len(frames), item.chorus, mel), start, lengths) \
         if item.chorus else None
     section = None
@@ -477,12 +497,13 @@ def whole_song(frames: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
     return full, tail
 
 
-def whole_song_arrays(item: _Item, data: _Data, *, min_tail: int) -> _SongArrays:
+def whole_song_arrays(item: _Item, data: _Data, *, min_tail: int,
+                      fine_slots: int = 0) -> _SongArrays:
     """:func:`song_arrays` of the whole song, cut exactly as the streaming scorer cuts it."""
     cf = ScorerConfig().chunk_frames
     n_full, rest = divmod(item.n_frames, cf)
     return song_arrays(item, data, start=0, take=n_full,
-                       tail=rest if rest >= min(cf, min_tail) else 0)
+                       tail=rest if rest >= min(cf, min_tail) else 0, fine_slots=fine_slots)
 
 
 def batch_forward(net: nets.AttentionNet, songs: Sequence[tuple[np.ndarray, np.ndarray | None]],
@@ -524,14 +545,17 @@ def forward_arrays(net: nets.AttentionNet, songs: Sequence[_SongArrays], device:
 
 def section_loss(net: nets.AttentionNet, hidden: torch.Tensor, songs: Sequence[_SongArrays]
                  ) -> torch.Tensor:
-    """Cross-entropy of the section head over the chunks of songs with phrase labels."""
+    """Cross-entropy of the section head(s) over the chunks of songs with phrase labels
+    (summed over the heads of a model with ``phrase_links``)."""
     rows = [i for i, s in enumerate(songs) if s.section is not None and len(s.section)]
     if not rows:
         return hidden.new_zeros(())
-    logits = net.section_logits(hidden)
-    z = torch.cat([logits[i, : len(songs[i].section)] for i in rows])
-    t = torch.cat([torch.from_numpy(songs[i].section) for i in rows]).to(z.device)
-    return F.cross_entropy(z, t)
+    t = torch.cat([torch.from_numpy(songs[i].section) for i in rows]).to(hidden.device)
+    loss = hidden.new_zeros(())
+    for logits in net.section_heads(hidden):  # one head, or one per Bi-LSTM (phrase_links)
+        z = torch.cat([logits[i, : len(songs[i].section)] for i in rows])
+        loss = loss + F.cross_entropy(z, t)
+    return loss
 
 
 def chorus_loss(logits: torch.Tensor, songs: Sequence[_SongArrays], *,
@@ -585,7 +609,8 @@ def evaluate(net: nets.AttentionNet, items: Sequence[_Item], data: _Data, labels
         for start in tqdm(range(0, len(order), batch_size), desc="val", unit="batch",
                           leave=False, disable=not progress):
             idx = order[start:start + batch_size]
-            songs = [whole_song_arrays(items[i], data, min_tail=min_tail) for i in idx]
+            songs = [whole_song_arrays(items[i], data, min_tail=min_tail,
+                                       fine_slots=net.config.fine_slots) for i in idx]
             u, y = forward_arrays(net, songs, device)
             probs[idx] = y.cpu().numpy()
             if net.config.chorus_logits:
@@ -701,7 +726,8 @@ def train_epoch(net: nets.AttentionNet, opt: torch.optim.Optimizer, data: _Data,
             first, take = crop(it.n_frames, chunk_frames=cf, max_chunks=cfg.max_chunks, rng=rng)
             gain = float(rng.uniform(-cfg.gain_db, cfg.gain_db)) if cfg.gain_db else 0.0
             songs.append(song_arrays(it, data, start=first, take=take, mel=cfg.mel,
-                                     offset=gain * math.log(10.0) / 10.0))  # dB -> log power
+                                     offset=gain * math.log(10.0) / 10.0,  # dB -> log power
+                                     fine_slots=net.config.fine_slots))
         target = torch.from_numpy(np.stack([i.target for i in items])).to(device)
         for group in opt.param_groups:
             group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
@@ -760,7 +786,8 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
     out = Path(cfg.out)
     started = time.monotonic()
     probe = nets.build(cfg.model_config(1))
-    init = _init_checkpoint(cfg) if cfg.init_checkpoint and saved is None else None
+    source = cfg.init_checkpoint or cfg.cnn_from
+    init = _init_checkpoint(cfg, source) if source and saved is None else None
     stats = (saved["norm.mean"], saved["norm.std"]) if saved is not None else \
         (init.norm_mean, init.norm_std) if init is not None else None
     data = prepare_data(cfg, min_frames=probe.min_frames, progress=progress, stats=stats,
@@ -771,10 +798,15 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
     model_cfg = cfg.model_config(len(data.labels))
     torch.manual_seed(cfg.seed)
     net = nets.build(model_cfg).to(device)
-    opt = make_optimizer(cfg, net.parameters())
+    if init is not None and cfg.cnn_from:
+        _copy_cnn(net, init, cfg.cnn_from)
+    if cfg.freeze_cnn:
+        for p in net.conv.parameters():
+            p.requires_grad_(False)
+    opt = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
     history: list[dict[str, Any]] = []
     epoch, step, best_epoch, best_score, bad = 0, 0, 0, -math.inf, 0
-    if init is not None:
+    if init is not None and cfg.init_checkpoint:
         if init.model != model_cfg or tuple(init.labels) != data.labels:
             raise ConfigError(f"init_checkpoint {cfg.init_checkpoint}: its model or labels "
                               f"differ from this config's ({init.model} {list(init.labels)} vs "
@@ -832,13 +864,27 @@ def _run(cfg: TrainConfig, saved: dict | None, *, progress: bool, command: str |
                    command=command, device=device, seconds=time.monotonic() - started)
 
 
-def _init_checkpoint(cfg: TrainConfig) -> ckpts.Checkpoint:
-    """The checkpoint a fine-tuning run starts from; its mel settings must be this run's."""
-    init = ckpts.load(cfg.init_checkpoint)
+def _init_checkpoint(cfg: TrainConfig, path: str) -> ckpts.Checkpoint:
+    """The checkpoint a run starts from (``init_checkpoint`` or ``cnn_from``); its mel settings
+    must be this run's."""
+    init = ckpts.load(path)
     if init.mel != cfg.mel:
-        raise ConfigError(f"init_checkpoint {cfg.init_checkpoint}: mel settings {init.mel} "
-                          f"differ from this config's {cfg.mel}")
+        key = "init_checkpoint" if cfg.init_checkpoint else "cnn_from"
+        raise ConfigError(f"{key} {path}: mel settings {init.mel} differ from this config's "
+                          f"{cfg.mel}")
     return init
+
+
+def _copy_cnn(net: nets.AttentionNet, source: ckpts.Checkpoint, path: str) -> None:
+    """Load ``source``'s CNN weights (``conv.*``) into ``net``; refused when the shapes differ."""
+    own = {k: v for k, v in net.state_dict().items() if k.startswith("conv.")}
+    theirs = {k: v for k, v in source.state_dict.items() if k.startswith("conv.")}
+    if set(own) != set(theirs) or any(own[k].shape != theirs[k].shape for k in own):
+        raise ConfigError(f"cnn_from {path}: its CNN ({source.model.arch}, conv_channels "
+                          f"{source.model.conv_channels}) does not fit this config's "
+                          f"({net.config.arch}, conv_channels {net.config.conv_channels})")
+    net.load_state_dict(theirs, strict=False)
+    log.info("CNN weights and z-score statistics from %s (%s)", path, source.name)
 
 
 def _finish(cfg: TrainConfig, data: _Data, model_cfg: nets.ModelConfig,

@@ -18,12 +18,14 @@ LABELS = ("major", "minor", "slow", "medium", "fast")
 
 
 STRUCTURE = dict(n_chroma=12, n_repetition=7, track_norm=True, chorus_logits=True)
+# The default model's kind: slot chroma in the chunk vectors, phrase links, a second Bi-LSTM.
+LINKS = dict(STRUCTURE, fine_slots=10, phrase_links=True, n_sections=4, lstm2_hidden=8)
 
 
 def make_scorer(arch="huang", full=False, structure=False, **cfg):
     model = (nets.huang(5) if arch == "huang" else nets.cran(5)) if full else nets.tiny(arch)
     if structure:
-        model = dataclasses.replace(model, **STRUCTURE)
+        model = dataclasses.replace(model, **(LINKS if structure == "links" else STRUCTURE))
     ckpt = checkpoint.untrained(model, LABELS, seed=1)
     ckpt = checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
                                     "norm_std": np.full(128, 4.0, np.float32)})
@@ -44,8 +46,15 @@ def reference(scorer, samples):
     frames = (logmel - scorer.mean) / scorer.std
     chunks = whole_track_chunks(frames, scorer.cfg, scorer.min_tail)
     cf = scorer.cfg.chunk_frames
-    chunk_chroma = torch.tensor(np.array([chroma[i * cf:(i + 1) * cf].mean(axis=0)
-                                          for i in range(len(chunks))]))[None]
+    rows = []
+    for i in range(len(chunks)):  # slot means (fine models; empty slots of a partial chunk 0), mean
+        frames_i = chroma[i * cf:(i + 1) * cf]
+        slots = scorer.ckpt.model.fine_slots
+        width = cf // slots if slots else cf
+        fine = [frames_i[k:k + width].mean(axis=0) if k < len(frames_i) else np.zeros(12)
+                for k in range(0, cf, width)] if slots else []
+        rows.append(np.concatenate(fine + [frames_i.mean(axis=0)]))
+    chunk_chroma = torch.tensor(np.array(rows, np.float32))[None]
     with torch.inference_mode():
         if all(c.shape[1] == cf for c in chunks):
             x = torch.from_numpy(np.stack(chunks)[None])
@@ -70,8 +79,9 @@ def stream(scorer, samples, cuts, track_id="t"):
     return state, provisional
 
 
-@pytest.mark.parametrize("structure", [False, True])
-@pytest.mark.parametrize("arch", ["huang", "cran"])
+# phrase links are a Huang-architecture option (ModelConfig refuses cran)
+@pytest.mark.parametrize("arch, structure", [("huang", False), ("huang", True), ("huang", "links"),
+                                             ("cran", False), ("cran", True)])
 @pytest.mark.parametrize("seconds", [40.0, 31.7, 2.5])
 def test_streaming_final_equals_whole_track(arch, seconds, structure, seed):
     scorer = make_scorer(arch, structure=structure)
@@ -117,7 +127,7 @@ def test_provisional_after_every_chunk_and_bounded_context(seed):
     np.testing.assert_allclose(state.logits[-4:], u[0].numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("structure", [False, True])
+@pytest.mark.parametrize("structure", [False, True, "links"])
 def test_batched_equals_single(structure, seed):
     scorer = make_scorer(structure=structure)
     tracks = {f"t{i}": song(s, seed=i) for i, s in enumerate([7.0, 33.0, 12.5, 0.5, 20.0])}
@@ -138,7 +148,7 @@ def test_batched_equals_single(structure, seed):
         assert batched[tid].duration_s == single[tid].duration_s
 
 
-@pytest.mark.parametrize("structure", [False, True])
+@pytest.mark.parametrize("structure", [False, True, "links"])
 def test_state_roundtrip_reproduces_output(structure, seed):
     scorer = make_scorer(structure=structure)
     x = song(20.0)
@@ -164,6 +174,20 @@ def test_state_rejects_garbage_and_other_versions():
     # A state written by the previous release (version 2, no resampler) is refused, not misread.
     with pytest.raises(InputError, match=f"version 2, this hookstream reads version {STATE_VERSION}"):
         TrackState.from_bytes(good.replace(v, b'"version":"2"'))
+    # Version 3 (before slot chroma joined the chunk vectors) is refused too.
+    with pytest.raises(InputError, match=f"version 3, this hookstream reads version {STATE_VERSION}"):
+        TrackState.from_bytes(good.replace(v, b'"version":"3"'))
+
+
+def test_a_state_from_another_models_chunk_vectors_is_refused():
+    links, plain = make_scorer(structure="links"), make_scorer(structure=True)
+    x = song(8.0)
+    state = links.step([(links.init_state("t"), x)])[0]
+    assert state.embeddings.shape[1] == 16 + 120 + 12  # tiny CNN, slot chroma, chunk chroma
+    for call in (lambda: plain.step([(state, x[:100])]), lambda: plain.finalize([state])):
+        with pytest.raises(InputError, match=r"track 't': its state holds chunk vectors of width "
+                                             r"148, this model .* makes 28"):
+            call()
 
 
 def pieces(x, sizes):

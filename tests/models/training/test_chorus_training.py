@@ -161,3 +161,47 @@ def test_init_checkpoint_starts_from_its_weights_and_statistics(renders, tmp_pat
                    init_checkpoint=str(tmp_path / "a.safetensors")), progress=False)
     with pytest.raises(ConfigError, match="later_weight"):
         _cfg(root, manifests, tmp_path / "e.safetensors", later_weight=0)
+
+
+LINKS_MODEL = {"preset": "tiny-huang", "n_chroma": 12, "n_repetition": 7, "track_norm": True,
+               "chorus_logits": True, "n_sections": 4, "fine_slots": 10, "phrase_links": True,
+               "lstm2_hidden": 8, "dropout_in": 0.3}
+
+
+def test_phrase_links_model_on_another_models_frozen_cnn(renders, tmp_path):
+    root, manifests = renders
+    base = ckpts.load(train(_cfg(root, manifests, tmp_path / "a.safetensors", epochs=1),
+                            progress=False, command="pytest").checkpoint)
+    result = train(_cfg(root, manifests, tmp_path / "l.safetensors", epochs=2, model=LINKS_MODEL,
+                        cnn_from=str(tmp_path / "a.safetensors"), freeze_cnn=True),
+                   progress=False, command="pytest")
+    links = ckpts.load(result.checkpoint)
+    assert links.model.phrase_links and links.model.fine_slots == 10
+    conv = [k for k in base.state_dict if k.startswith("conv.")]
+    assert conv and all(torch.equal(links.state_dict[k], base.state_dict[k]) for k in conv)
+    np.testing.assert_array_equal(links.norm_mean, base.norm_mean)  # the CNN's own statistics
+    np.testing.assert_array_equal(links.norm_std, base.norm_std)
+    assert "lstm2.weight_ih_l0" in links.state_dict and "sections1.weight" in links.state_dict
+    assert result.metrics["val_chorus"]["songs"] == 4
+    # the trained model streams: its final highlight is offline detection's
+    det = Detector(DetectConfig(device="cpu"), links)
+    x, _ = synth_song(seed=5, bar_s=1.0)
+    whole = det.detect_samples("s5", x)
+    assert whole.scores.chorusness is not None and len(whole.scores.chorusness) > 0
+    unfrozen = ckpts.load(train(_cfg(root, manifests, tmp_path / "u.safetensors", epochs=1,
+                                     model=LINKS_MODEL, cnn_from=str(tmp_path / "a.safetensors")),
+                                progress=False, command="pytest").checkpoint)
+    assert not all(torch.equal(unfrozen.state_dict[k], base.state_dict[k]) for k in conv)
+
+
+def test_cnn_from_and_freeze_cnn_are_checked(renders, tmp_path):
+    root, manifests = renders
+    with pytest.raises(ConfigError, match="freeze_cnn.*needs cnn_from or init_checkpoint"):
+        _cfg(root, manifests, tmp_path / "m.safetensors", freeze_cnn=True)
+    with pytest.raises(ConfigError, match="cnn_from.*exclude each other"):
+        _cfg(root, manifests, tmp_path / "m.safetensors", cnn_from="a", init_checkpoint="b")
+    train(_cfg(root, manifests, tmp_path / "a.safetensors", epochs=1), progress=False)
+    wide = dict(LINKS_MODEL, conv_channels=[8, 8, 8, 32])  # not the tiny CNN's widths
+    with pytest.raises(ConfigError, match=r"cnn_from .*a.safetensors: its CNN .* does not fit"):
+        train(_cfg(root, manifests, tmp_path / "w.safetensors", epochs=1, model=wide,
+                   cnn_from=str(tmp_path / "a.safetensors")), progress=False)

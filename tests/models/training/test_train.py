@@ -173,7 +173,7 @@ def test_bad_config_names_the_key(dataset, tmp_path, change, key):
         _cfg(dataset, tmp_path / "x", **change)
 
 
-@pytest.mark.parametrize("name", ["chorus-pop909", "huang-pop909", "cran-pop909", "tiny"])
+@pytest.mark.parametrize("name", ["chorus-pop909", "chorus-pop909-v2", "huang-pop909", "cran-pop909", "tiny"])
 def test_shipped_configs_load(name):
     cfg = load_config(REPO_ROOT / "configs" / "train" / f"{name}.yaml")
     assert cfg.model_config(len(cfg.labels or ("x",))).n_labels == len(cfg.labels or ("x",))

@@ -159,6 +159,31 @@ REPETITION_SPAN = (-1, 0, 1, 2)  # chunk offsets stacked per chroma vector (~12 
 REPETITION_MIN_LAG = 4  # chunks (~12 s): closer positions are the same passage, not a repeat
 
 
+def _centred_unit(x: Tensor, valid: Tensor) -> Tensor:
+    """Rows of ``x`` (B, N, d) centred on the mean of the valid ones (``valid`` (B, N)), zero
+    past them, unit length: a similarity then reads what sets passages apart."""
+    m = valid[..., None].to(x.dtype)
+    x = (x - (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)) * m
+    return x / (x.norm(dim=2, keepdim=True) + 1e-6)
+
+
+def chunk_phrase_similarity(chroma: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Cosine similarity of the chunk-chroma phrases (chunks ``c + REPETITION_SPAN`` stacked):
+    (B, C, n_chroma) -> ((B, C, C), valid chunks (B, C))."""
+    c = chroma.shape[1]
+    pos = torch.arange(c, device=chroma.device)
+    valid = pos[None, :] < lengths.to(chroma.device)[:, None]  # (B, C)
+    x = _centred_unit(chroma, valid)
+    parts = []
+    for off in REPETITION_SPAN:
+        shifted = torch.roll(x, shifts=-off, dims=1)
+        src = pos + off
+        parts.append(shifted * ((src >= 0) & (src < c))[None, :, None])
+    v = torch.cat(parts, dim=2)
+    v = v / (v.norm(dim=2, keepdim=True) + 1e-6)
+    return v @ v.transpose(1, 2), valid
+
+
 def repetition_features(chroma: Tensor, lengths: Tensor) -> Tensor:
     """How strongly the passage at each chunk recurs elsewhere in its track.
 
@@ -186,19 +211,7 @@ def repetition_features(chroma: Tensor, lengths: Tensor) -> Tensor:
     """
     b, c, _ = chroma.shape
     pos = torch.arange(c, device=chroma.device)
-    valid = pos[None, :] < lengths.to(chroma.device)[:, None]  # (B, C)
-    m = valid[..., None].to(chroma.dtype)
-    x = chroma - (chroma * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
-    x = x * m  # centred on the track's mean chroma: similarity reads what sets passages apart
-    x = x / (x.norm(dim=2, keepdim=True) + 1e-6)
-    parts = []
-    for off in REPETITION_SPAN:
-        shifted = torch.roll(x, shifts=-off, dims=1)
-        src = pos + off
-        parts.append(shifted * ((src >= 0) & (src < c))[None, :, None])
-    v = torch.cat(parts, dim=2)
-    v = v / (v.norm(dim=2, keepdim=True) + 1e-6)
-    sim = v @ v.transpose(1, 2)  # (B, C, C)
+    sim, valid = chunk_phrase_similarity(chroma, lengths)
     pair = ((pos[:, None] - pos[None, :]).abs() >= REPETITION_MIN_LAG)[None] \
         & valid[:, :, None] & valid[:, None, :]
     has = pair.any(dim=2)  # (B, C)
@@ -256,11 +269,8 @@ def phrase_similarity(fine: Tensor, lengths: Tensor, slots: int) -> Tensor:
     b, c, width = fine.shape
     d = width // slots
     n = c * slots
-    x = fine.reshape(b, n, d)
     valid = torch.arange(n, device=fine.device)[None, :] < (lengths.to(fine.device)[:, None] * slots)
-    m = valid[..., None].to(x.dtype)
-    x = (x - (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)) * m
-    x = x / (x.norm(dim=2, keepdim=True) + 1e-6)
+    x = _centred_unit(fine.reshape(b, n, d), valid)
     tol = PHRASE_TOL_SLOTS
     span = len(REPETITION_SPAN) * slots
     lead = -REPETITION_SPAN[0] * slots + tol

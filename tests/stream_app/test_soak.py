@@ -36,7 +36,11 @@ def wait_finished(w: Worker, n: int, timeout_s: float = 300.0) -> dict:
             break
         assert time.monotonic() < deadline, (n, w.log_tail())
         time.sleep(0.2)
-    settle = time.monotonic() + 5.0  # the table gauges are recounted every GAUGE_INTERVAL_S
+    # The table gauges are recounted every GAUGE_INTERVAL_S (1 s): a reading taken as the last
+    # track ends may predate it (open 0 and no markers yet); read after a full recount.
+    time.sleep(1.5)
+    m = w.metrics()
+    settle = time.monotonic() + 5.0
     while gauge(m, "hookstream_table_records", state="open") > 0 and time.monotonic() < settle:
         time.sleep(0.2)
         m = w.metrics()

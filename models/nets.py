@@ -35,6 +35,17 @@ sequence passed in: on the whole track at finalize (exact), on the
 provisional context while streaming (see :mod:`models.scorer`). The cost is
 one C x C similarity matrix per track (C <= 400 chunks).
 
+With ``fine_slots`` the chunk vector also carries the chunk's chroma per
+slot (``fine_slots`` slots of 0.3 s, before the chunk's mean chroma), and
+:func:`phrase_similarity` compares phrases slot by slot: four
+:func:`phrase_features` join the Bi-LSTM's inputs. ``phrase_links`` adds a
+second Bi-LSTM whose inputs are each chunk's first Bi-LSTM state and the
+states gathered from the other hearings of its phrase (:func:`link_phrases`);
+the attention (chorus) logits are read from it, and the section heads sit on
+both Bi-LSTMs. Like the repetition features, all of this depends on the whole
+sequence passed in, so finalize is exact and provisional results use the
+provisional context.
+
 ``track_norm`` subtracts the track's mean embedding from every chunk's
 before the Bi-LSTM, so the attention reads how a chunk differs from the rest
 of its track (louder, denser, higher) rather than the renderer's absolute
@@ -253,8 +264,8 @@ def phrase_similarity(fine: Tensor, lengths: Tensor, slots: int) -> Tensor:
     best, over shifts of j's phrase by up to :data:`PHRASE_TOL_SLOTS` slots,
     of the mean cosine similarity of the aligned slots: a diagonal path in the
     slot self-similarity matrix, so a repeat is found at slot (0.3 s)
-    resolution wherever it falls on the 3 s chunk grid, and a melody that
-    recurs over another accompaniment still matches note for note.
+    resolution wherever it falls on the 3 s chunk grid, and the order of the
+    chords and melody notes within the phrase counts, not only their mix.
 
     Parameters
     ----------

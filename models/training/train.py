@@ -31,6 +31,16 @@ whole songs exactly as the streaming scorer's finalize does: full chunks plus
 a final partial chunk of at least ``min_tail_frames`` (embedded on its own),
 so validation metrics are those of ``hookstream detect``'s label outputs.
 
+Starting from another model
+---------------------------
+``init_checkpoint`` starts from every weight of a checkpoint of the same
+architecture (fine-tuning). ``cnn_from`` copies only another checkpoint's CNN
+(``conv.*``, which must have the same shapes) and its z-score statistics, so
+that a new recurrent half can be trained on a CNN that is already good;
+``freeze_cnn`` keeps the CNN's weights as they start (no gradient, not in the
+optimiser). The default model v3 is trained this way on v2's CNN
+(``configs/train/chorus-pop909.yaml``).
+
 Optimisers
 ----------
 ``adam`` (the default, lr 0.001): what trained best in a short comparison on

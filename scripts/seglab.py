@@ -1,6 +1,7 @@
 """Lab: predicted section boundaries + fine-similarity clustering -> material order -> is-B.
 
     python scripts/seglab.py --data data/seqlab/full.pt --epochs 8
+    python scripts/seglab.py --novelty      # does slot-chroma novelty mark the letter changes?
 
 Trains a Bi-LSTM (frozen CNN embeddings in) with boundary, melody and section heads,
 then on the validation songs cuts at the predicted boundaries, clusters the segments by
@@ -56,6 +57,41 @@ class Seg(nn.Module):
                 "chorus": o[..., 6]}
 
 
+def slot_novelty(fine: np.ndarray, chunks: int, half: int) -> np.ndarray:
+    """Foote's checkerboard novelty on the slot chroma (Gaussian-tapered kernel of ``half``
+    slots a side), its largest value per chunk: (chunks,)."""
+    x = np.asarray(fine, np.float32)[: chunks * 10]
+    x = x - x.mean(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-6
+    ssm = np.pad(x @ x.T, half)
+    k = np.ones((2 * half, 2 * half))
+    k[:half, half:] = k[half:, :half] = -1
+    g = np.exp(-((np.arange(2 * half) - half + 0.5) / (0.5 * half)) ** 2 / 2)
+    k *= np.outer(g, g)
+    nov = np.array([(ssm[t:t + 2 * half, t:t + 2 * half] * k).sum() for t in range(len(x))])
+    return nov.reshape(chunks, 10).max(1)
+
+
+def novelty_check(blob) -> None:
+    """ROC AUC of the chunk novelty for the chunks at (or just before) a phrase-letter change."""
+    from sklearn.metrics import roc_auc_score
+
+    for half in (8, 16, 32):
+        ys, ys_bc, scores = [], [], []
+        for s in blob["val"]:
+            if "val-" in s["render"]:
+                continue
+            let = s["letter"]
+            nov = slot_novelty(s["fine"], len(let), half)
+            change = np.r_[False, (let[1:] != let[:-1]) & (let[1:] >= 0) & (let[:-1] >= 0)]
+            b_to_c = np.r_[False, (let[1:] == 67) & (let[:-1] == 66)]
+            ys += list(change | np.r_[change[1:], False])
+            ys_bc += list(b_to_c | np.r_[b_to_c[1:], False])
+            scores += list(nov)
+        print(f"kernel {half} slots a side: letter changes AUC {roc_auc_score(ys, scores):.3f}, "
+              f"B -> C AUC {roc_auc_score(ys_bc, scores):.3f}")
+
+
 def targets(letter):
     b = np.zeros(len(letter), np.float32)
     b[0] = 1
@@ -100,9 +136,12 @@ def main():
     p.add_argument("--load", default=None)
     p.add_argument("--th", type=float, default=0.5)
     p.add_argument("--sim-th", type=float, default=0.5)
+    p.add_argument("--novelty", action="store_true", help="only the slot-chroma novelty check")
     args = p.parse_args()
     torch.set_num_threads(1)
     blob = torch.load(args.data, weights_only=False)
+    if args.novelty:
+        return novelty_check(blob)
     net = Seg()
     if args.load:
         net.load_state_dict(torch.load(args.load))

@@ -88,6 +88,12 @@ class WindowConfig:
     beta: float = 1.0
     # > 0: a chorus model's chorusness times (best later chroma match)^recurrence (models.recurrence)
     recurrence: float = 0.0
+    # > 0: a chorus model's chorusness times (its phrase's match with the first chorus-like
+    # phrase)^first_chorus (models.first_chorus); models without slot chroma read theirs as is
+    first_chorus: float = 2.0
+    first_chorus_threshold: float = 0.6  # of the track's largest (3-chunk mean) chorusness
+    first_chorus_chunks: int = 4  # chunks in the reference phrase
+    first_chorus_floor: float = 0.2  # weight of a chunk that matches nothing in it
 
     def __post_init__(self) -> None:
         _require(self.length_s > 0, "window.length_s", self.length_s, "must be positive")
@@ -95,6 +101,15 @@ class WindowConfig:
         _require(0.0 < self.beta <= 1.0, "window.beta", self.beta, "must be in (0, 1]")
         _require(0.0 <= self.recurrence <= 8.0, "window.recurrence", self.recurrence,
                  "must be in [0, 8] (0: chorusness alone)")
+        _require(0.0 <= self.first_chorus <= 8.0, "window.first_chorus", self.first_chorus,
+                 "must be in [0, 8] (0: chorusness as it is)")
+        _require(0.0 < self.first_chorus_threshold <= 1.0, "window.first_chorus_threshold",
+                 self.first_chorus_threshold, "must be in (0, 1]")
+        _require(isinstance(self.first_chorus_chunks, int) and self.first_chorus_chunks >= 1,
+                 "window.first_chorus_chunks", self.first_chorus_chunks,
+                 "must be a whole number of chunks >= 1")
+        _require(0.0 <= self.first_chorus_floor < 1.0, "window.first_chorus_floor",
+                 self.first_chorus_floor, "must be in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models import checkpoint as ckpts
-from models import recurrence
+from models import first_chorus, recurrence
 from models.audio import decode
 from models.config import DetectConfig, WindowConfig
 from models.errors import ConfigError
@@ -64,17 +64,22 @@ class Detector:
                     ) -> tuple[np.ndarray, np.ndarray]:
         """(attention or, for a chorus model, chorusness per slot; mel energy per slot).
 
-        What the window reads. With ``window.recurrence`` > 0 (default: this
-        detector's window config) a chorus model's chorusness is weighed by how
-        strongly each passage recurs later (:func:`models.recurrence.weigh`).
+        What the window reads (``window``: default this detector's window
+        config). With ``window.recurrence`` > 0 a chorus model's chorusness is
+        weighed by how strongly each passage recurs later
+        (:func:`models.recurrence.weigh`); then, with ``window.first_chorus`` > 0
+        and a model whose chunk vectors carry slot chroma, toward the material
+        of the first chorus-like phrase (:func:`models.first_chorus.weigh`).
         """
         sc = self.scorer.cfg
-        alpha = (window or self.cfg.window).recurrence
-        if alpha > 0:
-            _check_recurrence(self.ckpt, alpha)
-            curve = recurrence.weigh(scores.chorusness, scores.chroma, alpha)
+        cfg = window or self.cfg.window
+        if cfg.recurrence > 0:
+            _check_recurrence(self.ckpt, cfg.recurrence)
+            curve = recurrence.weigh(scores.chorusness, scores.chroma, cfg.recurrence)
         else:
             curve = scores.attention if scores.chorusness is None else scores.chorusness
+        if scores.chorusness is not None and scores.slot_chroma is not None:
+            curve = first_chorus.weigh(curve, scores.slot_chroma, self.ckpt.model.fine_slots, cfg)
         att = slot_attention(curve, scores.chunk_lengths, sc.slot_frames,
                              len(scores.slot_energy), sc.chunk_frames)
         return att, np.asarray(scores.slot_energy, np.float64)

@@ -254,7 +254,8 @@ PHRASE_SHARPNESS = 20.0  # of the soft match weight sigmoid(sharpness * (sim - t
 PHRASE_EARLY = 5.0  # the earliest-match gather weighs position t (0..1) by exp(-PHRASE_EARLY t)
 
 
-def phrase_similarity(fine: Tensor, lengths: Tensor, slots: int) -> Tensor:
+def phrase_similarity(fine: Tensor, lengths: Tensor, slots: int,
+                      columns: Tensor | None = None) -> Tensor:
     """Fine phrase similarity between the chunks of each track.
 
     ``fine`` holds each chunk's chroma per slot (``slots`` slots of ``d``
@@ -272,10 +273,13 @@ def phrase_similarity(fine: Tensor, lengths: Tensor, slots: int) -> Tensor:
     fine : Tensor, shape (B, C, slots * d)
     lengths : Tensor, shape (B,), chunks per track
     slots : slots per chunk
+    columns : the chunks j to compare every chunk with (default: all); a few columns
+        cost O(C) instead of O(C^2) and equal those columns of the whole matrix
 
     Returns
     -------
-    Tensor, shape (B, C, C); -1 where either chunk is past its track's length
+    Tensor, shape (B, C, C) (or (B, C, len(columns))); -1 where either chunk is past its
+    track's length
     """
     b, c, width = fine.shape
     d = width // slots
@@ -289,13 +293,20 @@ def phrase_similarity(fine: Tensor, lengths: Tensor, slots: int) -> Tensor:
     start = (torch.arange(c, device=fine.device) + REPETITION_SPAN[0]) * slots + lead
     window = torch.arange(span, device=fine.device)
     q = xp[:, start[:, None] + window[None, :]]  # (B, C, span, d)
-    best = None
-    for shift in range(-tol, tol + 1):
-        r = xp[:, (start + shift)[:, None] + window[None, :]]
-        sim = torch.einsum("bild,bjld->bij", q, r) / span
-        best = sim if best is None else torch.maximum(best, sim)
     cv = valid[:, ::slots]
-    return best.masked_fill(~(cv[:, :, None] & cv[:, None, :]), -1.0)
+    if columns is None:  # the whole matrix: one product per shift (memory C x C, not 11 x C x C)
+        best = None
+        for shift in range(-tol, tol + 1):
+            r = xp[:, (start + shift)[:, None] + window[None, :]]
+            sim = torch.einsum("bild,bjld->bij", q, r) / span
+            best = sim if best is None else torch.maximum(best, sim)
+        return best.masked_fill(~(cv[:, :, None] & cv[:, None, :]), -1.0)
+    # a few columns: every shift in one product (one call instead of 11)
+    cols = columns.to(fine.device)
+    shifts = torch.arange(-tol, tol + 1, device=fine.device)
+    r = xp[:, start[cols][None, :, None] + shifts[:, None, None] + window[None, None, :]]
+    sim = torch.einsum("bild,bsjld->bsij", q, r) / span
+    return sim.amax(1).masked_fill(~(cv[:, :, None] & cv[:, cols][:, None, :]), -1.0)
 
 
 def phrase_features(sim: Tensor, lengths: Tensor) -> Tensor:

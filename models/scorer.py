@@ -202,6 +202,7 @@ class TrackScores:
     labels: dict[str, float] | None = None
     chorusness: np.ndarray | None = None  # (C,) sigmoid of chorus logits, chorus models only
     chroma: np.ndarray | None = None  # (C, n_chroma) chunk chroma, structure models only
+    slot_chroma: np.ndarray | None = None  # (C, fine_slots * n_chroma), models with fine_slots
 
 
 class Scorer:
@@ -386,7 +387,8 @@ class Scorer:
             chunk_lengths=np.full(state.n_chunks, self.cfg.chunk_frames),
             slot_energy=np.concatenate([state.slot_energy, self._tail_slots(state)]),
             final=False, chorusness=self._chorusness(state.logits),
-            chroma=self._chunk_chroma(state.embeddings, state.n_chunks))
+            chroma=self._chunk_chroma(state.embeddings, state.n_chunks),
+            slot_chroma=self._slot_chroma(state.embeddings, state.n_chunks))
 
     @torch.inference_mode()
     def finalize(self, states: Sequence[TrackState]) -> list[TrackScores]:
@@ -413,7 +415,8 @@ class Scorer:
                 slot_energy=np.concatenate([s.slot_energy, self._tail_slots(s)]),
                 final=True, labels=labels.get(i),
                 chorusness=self._chorusness(logits.get(i, np.zeros(0, _f32))),
-                chroma=self._chunk_chroma(s.embeddings, len(logits.get(i, ()))))
+                chroma=self._chunk_chroma(s.embeddings, len(logits.get(i, ()))),
+                slot_chroma=self._slot_chroma(s.embeddings, len(logits.get(i, ()))))
             for i, s in enumerate(states)
         ]
 
@@ -454,6 +457,13 @@ class Scorer:
         if not self.n_chroma:
             return None
         return np.asarray(embeddings[:n_chunks, -self.n_chroma:], _f32)
+
+    def _slot_chroma(self, embeddings: np.ndarray, n_chunks: int) -> np.ndarray | None:
+        """The slot chroma of the first ``n_chunks`` chunk vectors (models with fine_slots)."""
+        if not self.fine_slots:
+            return None
+        n_fine = self.ckpt.model.n_fine
+        return np.asarray(embeddings[:n_chunks, -(n_fine + self.n_chroma):-self.n_chroma], _f32)
 
     def _tail_slots(self, state: TrackState) -> np.ndarray:
         """Energy of the pending frames, one value per (possibly partial) slot."""

@@ -5,8 +5,9 @@ detector (exactly as :meth:`models.detect.Detector.detect_file` does); all
 methods then read the same :class:`~models.scorer.TrackScores`:
 
 ==============  ==============================================================
-hookstream      the detector's own highlight (its config's gamma and beta)
-attention       Huang 2017's pure attention window (gamma = beta = 1)
+hookstream      the detector's own highlight (its config's window: gamma, beta, weights)
+attention       Huang 2017's pure attention window (gamma = beta = 1) over the model's
+                own curve (attention or chorusness, without recurrence / first_chorus)
 fused           CRAN eq. 9-10 with the paper's gamma = 0.1, beta = 0.5
 fused-0.5       CRAN eq. 9-10 with gamma = beta = 0.5
 energy          Ha et al.'s "Mel" baseline: highest summed mel energy
@@ -129,7 +130,11 @@ def evaluate(songs: Sequence[Song], detector: Detector, *, length_s: float | Non
     return EvalResult(songs=tuple(records), summary=summary, failed=tuple(failed),
                       model=detector.scorer.model_name, length_s=length_s, split=split,
                       window={"gamma": window.gamma, "beta": window.beta,
-                              "recurrence": window.recurrence})
+                              "recurrence": window.recurrence,
+                              "first_chorus": window.first_chorus,
+                              "first_chorus_threshold": window.first_chorus_threshold,
+                              "first_chorus_chunks": window.first_chorus_chunks,
+                              "first_chorus_floor": window.first_chorus_floor})
 
 
 def evaluate_song(song: Song, detector: Detector, *, length_s: float) -> SongEval:
@@ -145,8 +150,9 @@ def evaluate_song(song: Song, detector: Detector, *, length_s: float) -> SongEva
                          f"({duration:.1f} s)")
     slot_s = detector.scorer.slot_seconds
     attention, energy = detector.slot_curves(scores)  # what the detector's own window reads
-    # the variants and baselines read the model's curve without the recurrence weight
-    plain, _ = detector.slot_curves(scores, replace(detector.cfg.window, recurrence=0.0))
+    # the variants and baselines read the model's own curve, without the window's weights
+    plain, _ = detector.slot_curves(scores, replace(detector.cfg.window, recurrence=0.0,
+                                                    first_chorus=0.0))
     slot_times = (np.arange(len(energy)) + 0.5) * slot_s
     rep_times, repetition = baselines.repetition_curve(samples, sr, hop_s=REPETITION_HOP_S)
 

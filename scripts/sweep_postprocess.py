@@ -2,6 +2,7 @@
 
     python scripts/sweep_postprocess.py --split val data/val-fluid/manifest.jsonl data/val-timgm/manifest.jsonl
     ... --annotations ../shared/data/pop909/annotations.jsonl --only none   # the B/C analysis alone
+    ... --cache /tmp/val.pkl --only firstBs   # score once, then re-run only the windows
 
 Scores every annotated song of each manifest once with the shipped model (as
 ``hookstream detect`` does), keeps its final chunk chorusness, chunk chroma
@@ -34,6 +35,13 @@ the chorusness window"):
 - ``afterA th<t> sm<w> tol<n>``: window starts only within ``n`` chunks of the end of a run
   of at least 2 chunks with section-head P(A) >= ``t`` (smoothed over ``w`` chunks): the
   chorus is the material that follows the verse.
+- ``firstB th<t> s<n> a<a> f<f>`` / ``firstBs ...`` (chorusness smoothed over 3 chunks to find
+  the reference): chorusness * (f + (1 - f) * match)^a, match = the fine phrase similarity
+  (``nets.phrase_similarity`` on the model's slot chroma) to the ``n`` chunks from the first
+  one whose chorusness reaches ``t`` of the track's largest; ``firstBs th0.6 s4 a2.0 f0.2``
+  is the shipped ``window.first_chorus`` (``models/first_chorus.py``);
+- ``contrast l<l> m<m> mean|max``: the window's mean chorusness minus ``l`` times the mean
+  of the ``m`` slots just outside it (both sides' mean, or the larger side).
 
 Nothing here is used by detection; it is the record of what was tried.
 """
@@ -42,6 +50,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 
 import numpy as np
 import torch
@@ -66,11 +76,17 @@ def song_curves(det: Detector, song) -> dict:
         _, _, hidden = sc.net.attend_all(torch.from_numpy(emb[None]), torch.tensor([len(emb)]))
         sections = torch.softmax(sc.net.section_logits(hidden), -1)[0].numpy().astype(np.float64)
     chroma = emb[:, -sc.n_chroma:].astype(np.float32)
+    mc = det.ckpt.model
+    fsim = None
+    if mc.fine_slots:
+        fine = emb[:, -(mc.n_fine + sc.n_chroma):-sc.n_chroma].astype(np.float32)
+        fsim = nets.phrase_similarity(torch.from_numpy(fine[None]), torch.tensor([len(fine)]),
+                                      mc.fine_slots)[0].numpy().astype(np.float64)
     rep = nets.repetition_features(torch.from_numpy(chroma[None]), torch.tensor([len(chroma)]))
     return {"chorus": song.chorus, "duration": scores.duration_s,
             "chorusness": np.asarray(scores.chorusness, np.float64),
             "chunk_lengths": np.asarray(scores.chunk_lengths), "sections": sections,
-            "energy": np.asarray(scores.slot_energy, np.float64), "sim": phrase_similarity(chroma),
+            "energy": np.asarray(scores.slot_energy, np.float64), "sim": phrase_similarity(chroma), "fsim": fsim,
             "rep": rep[0].numpy().astype(np.float64)}
 
 
@@ -214,6 +230,52 @@ def after_verse(theta: float, smooth: int, tol: int, chunk_slots: int):
     return choose
 
 
+def contrast(lam: float, margin: int, how: str):
+    """Window sum minus ``lam`` times the chorusness just outside it (``margin`` slots a side,
+    their mean or the larger side's): a window that holds a whole high-chorusness run beats
+    one inside a longer run."""
+    def choose(r, att, cfg, slot_s):
+        h = select(att, r["energy"], slot_s=slot_s, duration_s=r["duration"], cfg=cfg)
+        width = int(round(cfg.length_s / slot_s))
+        n = len(att)
+        if n <= width:
+            return h
+        a = np.asarray(att, np.float64)
+        inside = np.convolve(a, np.ones(width), "valid") / width
+        pad = np.pad(a, (margin, margin), mode="constant")
+        side = np.convolve(pad, np.ones(margin), "valid") / margin  # side[k]: mean of pad[k:k+margin]
+        starts = np.arange(len(inside))
+        before, after = side[starts], side[starts + width + margin]
+        out = (before + after) / 2 if how == "mean" else np.maximum(before, after)
+        j = int(np.argmax(inside - lam * out))
+        return window_at(j, h, cfg, slot_s, r["duration"])
+    return choose
+
+
+def first_chorus_phrase(theta: float, span: int, a: float, floor: float, smooth: int = 1,
+                        low: float = 0.0):
+    """Chorusness weighted by how well each chunk's phrase matches the first chorus-like
+    phrase: the ``span`` chunks from the first one whose chorusness reaches ``theta`` of the
+    track's largest (POP909's chorus is the second material in order of first hearing; the
+    later material (C, ...) that follows it is often louder and more repeated)."""
+    def curve(r):
+        ch = r["chorusness"]
+        sim = r["fsim"]
+        if sim is None or len(ch) < 2:
+            return ch
+        find = ch if smooth == 1 else np.convolve(
+            np.pad(ch, (smooth // 2, smooth - 1 - smooth // 2), mode="edge"), np.ones(smooth) / smooth,
+            "valid")
+        i = int(np.flatnonzero(find >= theta * find.max())[0])
+        while low and i > 0 and find[i - 1] >= low * find.max():  # back to where the rise began
+            i -= 1
+        ref = np.arange(i, min(len(ch), i + span))
+        w = np.clip(sim[:, ref].max(1), 0, 1)
+        w[ref] = 1.0
+        return ch * (floor + (1 - floor) * w) ** a
+    return curve
+
+
 def variants(chunk_s: float, chunk_slots: int) -> dict:
     ch = lambda r: r["chorusness"]  # noqa: E731
     out = {"base": (ch, None)}
@@ -253,6 +315,29 @@ def variants(chunk_s: float, chunk_slots: int) -> dict:
         for tol in (0.0, 0.02, 0.05):
             for w in (5, 10):
                 out[f"snap s{span} tol{tol} w{w}"] = (ch, snap(span, tol, w))
+    for theta in (0.5, 0.7, 0.85):
+        for span in (1, 2, 3):
+            for a in (1.0, 2.0):
+                for floor in (0.0, 0.3):
+                    out[f"firstB th{theta} s{span} a{a} f{floor}"] = (
+                        first_chorus_phrase(theta, span, a, floor), None)
+    for theta in (0.5, 0.6, 0.7):
+        for span in (2, 3, 4, 5, 6):
+            for a in (1.0, 2.0, 3.0):
+                for floor in (0.0, 0.2):
+                    out[f"firstBs th{theta} s{span} a{a} f{floor}"] = (
+                        first_chorus_phrase(theta, span, a, floor, smooth=3), None)
+    for theta in (0.6, 0.7, 0.8):
+        for low in (0.3, 0.4, 0.5):
+            for span in (3, 4):
+                out[f"fcback th{theta} low{low} s{span}"] = (
+                    first_chorus_phrase(theta, span, 2.0, 0.2, smooth=3, low=low), None)
+    for lam in (0.25, 0.5, 1.0):
+        for margin in (10, 20, 40):
+            for how in ("mean", "max"):
+                out[f"contrast l{lam} m{margin} {how}"] = (ch, contrast(lam, margin, how))
+                out[f"fc+contrast l{lam} m{margin} {how}"] = (
+                    first_chorus_phrase(0.6, 4, 2.0, 0.2, smooth=3), contrast(lam, margin, how))
     return out
 
 
@@ -309,6 +394,8 @@ def main() -> None:
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped default)")
     p.add_argument("--annotations", help="POP909 annotations.jsonl: also print the B/C analysis "
                    "(docs/evaluation.md) from the annotated phrase labels")
+    p.add_argument("--cache", help="keep the scored songs in this pickle and reuse them "
+                   "(the same manifests and checkpoint)")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)  # the scorer's tail embedding reads tensors as numpy
@@ -316,15 +403,22 @@ def main() -> None:
     assert isinstance(det.cfg.window, WindowConfig)
     chunk_s = det.scorer.cfg.chunk_frames * det.ckpt.mel.frame_seconds
     renders = []
-    for path in args.manifests:
+    cached = None
+    if args.cache and os.path.exists(args.cache):
+        with open(args.cache, "rb") as f:
+            cached = pickle.load(f)
+    for i, path in enumerate(args.manifests):
         songs = [s for s in load_manifest(path) if s.chorus and s.split == args.split]
-        renders.append([song_curves(det, s) for s in songs])
+        renders.append(cached[i] if cached else [song_curves(det, s) for s in songs])
         if args.annotations:
             with open(args.annotations) as f:
                 sections = {a["id"]: a["sections"] for a in map(json.loads, f)}
             print(path)
             analyse(renders[-1], [chunk_labels(sections[str(s.id).zfill(3)], len(r["chorusness"]),
                                                chunk_s) for s, r in zip(songs, renders[-1])], det)
+    if args.cache and cached is None:
+        with open(args.cache, "wb") as f:
+            pickle.dump(renders, f)
     print("variant".ljust(26) + "".join(f"{'c50':>8}{'prec':>7}" for _ in renders) + "   mean")
     chunk_slots = det.scorer.cfg.chunk_frames // det.scorer.cfg.slot_frames
     for name, (curve_fn, choose) in variants(chunk_s, chunk_slots).items():

@@ -67,9 +67,12 @@ class Detector:
         What the window reads (``window``: default this detector's window
         config). With ``window.recurrence`` > 0 a chorus model's chorusness is
         weighed by how strongly each passage recurs later
-        (:func:`models.recurrence.weigh`); then, with ``window.first_chorus`` > 0
-        and a model whose chunk vectors carry slot chroma, toward the material
-        of the first chorus-like phrase (:func:`models.first_chorus.weigh`).
+        (:func:`models.recurrence.weigh`); then, for final scores, with
+        ``window.first_chorus`` > 0 and a model whose chunk vectors carry slot
+        chroma, toward the material of the first chorus-like phrase
+        (:func:`models.first_chorus.weigh`). Provisional scores skip that weight:
+        their track so far and bounded contexts make its reference unreliable
+        (it lowered provisional highlights' val c50, docs/evaluation.md).
         """
         sc = self.scorer.cfg
         cfg = window or self.cfg.window
@@ -78,7 +81,7 @@ class Detector:
             curve = recurrence.weigh(scores.chorusness, scores.chroma, cfg.recurrence)
         else:
             curve = scores.attention if scores.chorusness is None else scores.chorusness
-        if scores.chorusness is not None and scores.slot_chroma is not None:
+        if scores.final and scores.chorusness is not None and scores.slot_chroma is not None:
             curve = first_chorus.weigh(curve, scores.slot_chroma, self.ckpt.model.fine_slots, cfg)
         att = slot_attention(curve, scores.chunk_lengths, sc.slot_frames,
                              len(scores.slot_energy), sc.chunk_frames)

@@ -18,10 +18,14 @@ not. So:
 
 It reads the chunks' slot chroma, which the scorer keeps in its chunk
 vectors; only the reference's columns of the similarity are computed
-(O(chunks) per call), so the provisional curve (the chunks so far) costs
-little, and the final curve comes from the same function as offline
-detection. ``window.first_chorus`` (the power; 0 leaves the chorusness as it
-is) and its three settings were chosen on the validation split.
+(O(chunks) per call). It applies to final highlights only
+(:meth:`models.detect.Detector.slot_curves`): the streamed final highlight
+comes from the same function as offline detection, while a provisional one
+reads the chorusness as it is, since over the track so far, with chorusness
+from bounded contexts, the first chorus-like phrase is too often not yet the
+chorus (on val it lowered the c50 of highlights taken at half of each track).
+``window.first_chorus`` (the power; 0 leaves the chorusness as it is) and its
+three settings were chosen on the validation split.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def detector(window: WindowConfig, structure: dict) -> Detector:
     return Detector(DetectConfig(device="cpu", window=window), ckpt)
 
 
-def test_streamed_final_highlight_equals_detect_with_the_weight():
+def test_streamed_final_highlight_equals_detect_with_the_weight_and_provisionals_skip_it():
     det = detector(dataclasses.replace(ON, first_chorus_threshold=0.3), LINKS)
     x = song(47.3, seed=4)
     sc = det.scorer
@@ -100,7 +100,8 @@ def test_streamed_final_highlight_equals_detect_with_the_weight():
         state = sc.step([(state, piece)])[0]
         provisional = sc.provisional(state)
         assert len(provisional.slot_chroma) == len(provisional.chorusness)
-        det.highlight(provisional)  # the provisional curve goes through the same weight
+        # provisional highlights read the chorusness as it is (the weight is for finals)
+        assert np.array_equal(det.slot_curves(provisional)[0], det.slot_curves(provisional, OFF)[0])
     final = sc.finalize([state])[0]
     offline = det.detect_samples("t", x)
     assert np.array_equal(final.slot_chroma, offline.scores.slot_chroma)

@@ -60,7 +60,7 @@ class ScorerConfig:
     chunk_frames: int = 130
     slot_frames: int = 13
     min_tail_frames: int = 43  # a final partial chunk shorter than ~1 s is not scored
-    context_chunks: int = 40  # 2 minutes of provisional context
+    context_chunks: int = 80  # 4 minutes of provisional context (as configs/detect.yaml)
     max_duration_s: float = 20 * 60.0
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ Provisional attention
 ---------------------
 The backward half of the Bi-LSTM (and CRAN's track summary) needs the future,
 which a stream does not have yet. After each step, the attention logits of a
-track's last ``context_chunks`` chunks (K, default 40 = 2 minutes) are
+track's last ``context_chunks`` chunks (K, default 80 = 4 minutes) are
 recomputed by running the recurrent attention over those K chunk vectors as if
 the track ended now; the logits of older chunks keep the value they had when
 they last were inside that context. The provisional attention is the softmax

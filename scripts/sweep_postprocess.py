@@ -76,12 +76,11 @@ def song_curves(det: Detector, song) -> dict:
         _, _, hidden = sc.net.attend_all(torch.from_numpy(emb[None]), torch.tensor([len(emb)]))
         sections = torch.softmax(sc.net.section_logits(hidden), -1)[0].numpy().astype(np.float64)
     chroma = emb[:, -sc.n_chroma:].astype(np.float32)
-    mc = det.ckpt.model
     fsim = None
-    if mc.fine_slots:
-        fine = emb[:, -(mc.n_fine + sc.n_chroma):-sc.n_chroma].astype(np.float32)
+    if scores.slot_chroma is not None:
+        fine = scores.slot_chroma
         fsim = nets.phrase_similarity(torch.from_numpy(fine[None]), torch.tensor([len(fine)]),
-                                      mc.fine_slots)[0].numpy().astype(np.float64)
+                                      sc.fine_slots)[0].numpy().astype(np.float64)
     rep = nets.repetition_features(torch.from_numpy(chroma[None]), torch.tensor([len(chroma)]))
     return {"chorus": song.chorus, "duration": scores.duration_s,
             "chorusness": np.asarray(scores.chorusness, np.float64),

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import checkpoint, first_chorus, nets
+from models import first_chorus, nets
 from models.config import DetectConfig, WindowConfig
 from models.detect import Detector
 from models.errors import ConfigError, InputError
-from tests.models.test_scorer import LABELS, LINKS, STRUCTURE, song
+from tests.models.test_scorer import song, untrained_ckpt
 
 SLOTS = 10
 ON = WindowConfig(length_s=10.0, first_chorus=2.0, first_chorus_threshold=0.6,
@@ -83,16 +83,12 @@ def test_bad_input_and_settings_are_refused_by_name():
             WindowConfig(**{key: value})
 
 
-def detector(window: WindowConfig, structure: dict) -> Detector:
-    model = dataclasses.replace(nets.tiny("huang"), **structure)
-    ckpt = checkpoint.untrained(model, LABELS, seed=1)
-    ckpt = checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
-                                    "norm_std": np.full(128, 4.0, np.float32)})
-    return Detector(DetectConfig(device="cpu", window=window), ckpt)
+def detector(window: WindowConfig, structure) -> Detector:
+    return Detector(DetectConfig(device="cpu", window=window), untrained_ckpt(structure=structure))
 
 
 def test_streamed_final_highlight_equals_detect_with_the_weight_and_provisionals_skip_it():
-    det = detector(dataclasses.replace(ON, first_chorus_threshold=0.3), LINKS)
+    det = detector(dataclasses.replace(ON, first_chorus_threshold=0.3), "links")
     x = song(47.3, seed=4)
     sc = det.scorer
     state = sc.init_state("t")
@@ -114,7 +110,7 @@ def test_streamed_final_highlight_equals_detect_with_the_weight_and_provisionals
 
 
 def test_models_without_slot_chroma_read_their_curve_as_it_is():
-    det = detector(ON, STRUCTURE)  # chunk chroma, no slots
+    det = detector(ON, True)  # chunk chroma, no slots
     scores = det.detect_samples("t", song(20.0)).scores
     assert scores.slot_chroma is None
     assert np.array_equal(det.slot_curves(scores)[0], det.slot_curves(scores, OFF)[0])

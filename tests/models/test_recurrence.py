@@ -1,15 +1,13 @@
 """The recurrence weight on a chorus model's chorusness: what it measures, and that streaming stays exact."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from models import checkpoint, nets, recurrence
+from models import recurrence
 from models.config import DetectConfig, WindowConfig
 from models.detect import Detector
 from models.errors import ConfigError, InputError
-from tests.models.test_scorer import LABELS, STRUCTURE, song
+from tests.models.test_scorer import song, untrained_ckpt
 
 
 def phrase_chroma(pattern: str, seed: int = 0) -> np.ndarray:
@@ -47,12 +45,8 @@ def test_bad_chroma_is_an_error_naming_it():
 
 
 def chorus_detector(alpha: float, structure: bool = True) -> Detector:
-    model = dataclasses.replace(nets.tiny("huang"), **STRUCTURE) if structure else nets.tiny("huang")
-    ckpt = checkpoint.untrained(model, LABELS, seed=1)
-    ckpt = checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
-                                    "norm_std": np.full(128, 4.0, np.float32)})
     return Detector(DetectConfig(device="cpu", window=WindowConfig(length_s=10.0, recurrence=alpha)),
-                    ckpt)
+                    untrained_ckpt(structure=structure))
 
 
 def test_streamed_final_highlight_equals_detect_with_recurrence():

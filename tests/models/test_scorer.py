@@ -22,14 +22,19 @@ STRUCTURE = dict(n_chroma=12, n_repetition=7, track_norm=True, chorus_logits=Tru
 LINKS = dict(STRUCTURE, fine_slots=10, phrase_links=True, n_sections=4, lstm2_hidden=8)
 
 
-def make_scorer(arch="huang", full=False, structure=False, **cfg):
+def untrained_ckpt(arch="huang", full=False, structure=False):
+    """An untrained checkpoint (tiny unless ``full``); ``structure``: True for chunk chroma,
+    "links" for the default model's kind."""
     model = (nets.huang(5) if arch == "huang" else nets.cran(5)) if full else nets.tiny(arch)
     if structure:
         model = dataclasses.replace(model, **(LINKS if structure == "links" else STRUCTURE))
     ckpt = checkpoint.untrained(model, LABELS, seed=1)
-    ckpt = checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
+    return checkpoint.Checkpoint(**{**ckpt.__dict__, "norm_mean": np.full(128, -3.0, np.float32),
                                     "norm_std": np.full(128, 4.0, np.float32)})
-    return Scorer(ckpt, ScorerConfig(**cfg), device=TEST_DEVICE)
+
+
+def make_scorer(arch="huang", full=False, structure=False, **cfg):
+    return Scorer(untrained_ckpt(arch, full, structure), ScorerConfig(**cfg), device=TEST_DEVICE)
 
 
 def song(seconds, seed=0):

@@ -3,6 +3,8 @@
     python scripts/seqlab.py extract --checkpoint models/assets/hookstream-chorus-pop909-v2.safetensors \
         --config configs/train/chorus-pop909-v2.yaml --out data/seqlab/full.pt --extra-val data/val-timgm/manifest.jsonl
     python scripts/seqlab.py train --data data/seqlab/emb.pt --variant base --epochs 30
+    python scripts/seqlab.py train --data data/seqlab/full.pt --variant propfine2 \
+        --crop 0.5 --prefix 0.5 0.75 --prefix-all   # prefix training, judged part-way too
 
 ``extract`` runs the checkpoint's CNN once over every training song at three
 chunk-grid offsets (0, 1/3, 2/3 of a chunk; the last two at a random gain of
@@ -86,6 +88,7 @@ def extract(args) -> None:
           f"{time.monotonic() - t0:.0f} s")
 
 
+CHUNK_S = 130 * 512 / 22050  # seconds per 130-frame chunk at the default mel settings
 SLOT = 13  # frames per fine chroma step (the scorer's slot, 0.30 s)
 
 
@@ -112,6 +115,35 @@ def chunk_letters(it, start: int, take: int, cf: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- heads
 def pad(seqs, dim_last=True):
     return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+
+
+def prefix_view(s: dict, frac: float) -> dict | None:
+    """The first ``frac`` of a validation song's chunks with its chorus cut there, as a
+    provisional highlight over the whole track so far sees it (None: no chorus yet)."""
+    cf = ScorerConfig().chunk_frames
+    n = max(1, int(round(len(s["emb"]) * frac)))
+    end_s = n * CHUNK_S
+    chorus = [(a, min(b, end_s)) for a, b in s["chorus"] if a < end_s]
+    if not chorus:
+        return None
+    v = {**s, "emb": s["emb"][:n], "chroma": s["chroma"][:n], "letter": s["letter"][:n],
+         "fine": s["fine"][:n * 10], "n_full": n, "tail": None, "n_frames": n * cf,
+         "chorus": chorus, "render": f"{s['render']}@{frac:g}"}
+    v.pop("maps", None)
+    return v
+
+
+def crop(view: dict, rng, min_chunks: int = 20) -> dict:
+    """A random prefix of a training view (at least ``min_chunks`` chunks), as the scorer's
+    provisional contexts show a track to the network."""
+    n = len(view["emb"])
+    if n <= min_chunks:
+        return view
+    k = int(rng.integers(min_chunks, n + 1))
+    out = {key: view[key][:k] for key in ("emb", "chroma", "target", "section", "letter")}
+    out["fine"] = view["fine"][:k * 10]
+    out["maps"] = pair_maps(view)[:, :k, :k]
+    return out
 
 
 def evaluate(head, songs, device="cpu"):
@@ -178,6 +210,12 @@ def head_uses_letters(head) -> bool:
     return getattr(head, "mode", "") == "oracle"
 
 
+def short(render: str) -> str:
+    """``data/NAME/manifest.jsonl@0.5`` -> ``NAME[:14]@0.5``."""
+    path, at, frac = render.partition("@")
+    return (path.split("/")[-2] if "/" in path else path)[:14] + at + frac
+
+
 def train_head(args) -> None:
     import sys
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
@@ -188,6 +226,9 @@ def train_head(args) -> None:
     train_songs = blob["train"]
     val = blob["val"]
     trainer_val = [s for s in val if "val-" not in s["render"]]
+    prefixes = [v for f in args.prefix for v in (prefix_view(s, f) for s in val
+                                                  if "val-" in s["render"] or args.prefix_all)
+                 if v is not None]
     torch.manual_seed(args.seed)
     head = build_head(args.variant, emb_dim=train_songs[0]["views"][0]["emb"].shape[1],
                       n_labels=len(blob["labels"]))
@@ -202,6 +243,8 @@ def train_head(args) -> None:
         for b in range(0, len(order), args.batch):
             items = [train_songs[i] for i in order[b:b + args.batch]]
             views = [it["views"][rng.integers(len(it["views"]))] for it in items]
+            if args.crop:
+                views = [crop(v, rng) if rng.random() < args.crop else v for v in views]
             emb = pad([torch.from_numpy(v["emb"].astype(np.float32)) for v in views])
             chroma = pad([torch.from_numpy(v["chroma"]) for v in views])
             lengths = torch.tensor([len(v["emb"]) for v in views])
@@ -211,7 +254,7 @@ def train_head(args) -> None:
             y = torch.from_numpy(np.stack([it["y"] for it in items]))
             loss = T.bce(out["y"], y)
             u = torch.cat([out["logits"][i, :lengths[i]] for i in range(len(views))])
-            t = torch.cat([torch.from_numpy(v["target"]) for v in views])
+            t = torch.cat([torch.from_numpy(np.asarray(v["target"])) for v in views])
             loss = loss + F.binary_cross_entropy_with_logits(u, t)
             if "sections" in out:
                 z = torch.cat([out["sections"][i, :lengths[i]] for i in range(len(views))])
@@ -229,7 +272,9 @@ def train_head(args) -> None:
             opt.step()
             tot += loss.item() * len(items)
         res = evaluate(head, val)
-        tv = [m for r, m in res.items() if "val-" not in r and r != "pairAUC"]
+        if args.prefix:
+            res.update(evaluate(head, prefixes))
+        tv = [m for r, m in res.items() if "val-" not in r and r != "pairAUC" and "@" not in r]
         c50 = sum(m[0] * m[2] for m in tv) / sum(m[2] for m in tv)
         prec = sum(m[1] * m[2] for m in tv) / sum(m[2] for m in tv)
         score = (c50 + prec) / 2
@@ -238,7 +283,7 @@ def train_head(args) -> None:
             best, best_ep, star = score, ep, " *"
             if args.save:
                 torch.save(head.state_dict(), args.save)
-        per = " ".join(f"{(r.split('/')[-2] if '/' in r else r)[:14]} {m[0]:.3f}/{m[1]:.3f}"
+        per = " ".join(f"{short(r)} {m[0]:.3f}/{m[1]:.3f}"
                        for r, m in sorted(res.items()))
         print(f"ep {ep:2d} loss {tot / len(order):.4f} val {c50:.3f}/{prec:.3f} [{per}] "
               f"{time.monotonic() - t0:.0f}s{star}", flush=True)
@@ -268,6 +313,12 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--section-weight", type=float, default=0.5)
     t.add_argument("--save", default=None)
+    t.add_argument("--crop", type=float, default=0.0,
+                   help="share of training views cut to a random prefix (provisional contexts)")
+    t.add_argument("--prefix", type=float, nargs="*", default=[],
+                   help="also report val on the first FRAC of each song (the extra-val renders; "
+                        "--prefix-all: every render)")
+    t.add_argument("--prefix-all", action="store_true")
     args = p.parse_args()
     if args.cmd == "extract":
         from pathlib import Path

@@ -9,7 +9,11 @@ Data flow, one stage per function::
 Training crops each song to at most ``max_chunks`` full chunks (40 = 2 min)
 at a random frame offset, to bound the time per batch (0/null: every full
 chunk of the song, still at a random offset below one chunk, which jitters
-the chunk grid).
+the chunk grid). ``prefix_crop`` (share of songs, 0 by default) cuts training
+songs to a random prefix of at least ``prefix_min_chunks`` chunks instead: the
+scorer's provisional highlights attend over a track *so far*, whose last chunks
+have not been heard again yet, and a model trained on whole songs only misreads
+such contexts (docs/evaluation.md, "Provisional highlights").
 
 Chorus supervision (``chorus_weight > 0``)
 ------------------------------------------
@@ -155,6 +159,8 @@ class TrainConfig:
     patience: int = 8
     seed: int = 0
     max_chunks: int | None = 40
+    prefix_crop: float = 0.0  # share of training songs cut to a random prefix (provisional contexts)
+    prefix_min_chunks: int = 20
     device: str = "auto"
     train_split: str = "train"
     val_split: str = "val"
@@ -176,8 +182,9 @@ class TrainConfig:
             value = getattr(self, key)
             _check(isinstance(value, str) and value != "", key, value, "must be a non-empty string")
         for key in ("lr", "momentum", "weight_decay", "lr_decay", "grad_clip", "chorus_weight",
-                    "gain_db", "section_weight", "later_weight"):
+                    "gain_db", "section_weight", "later_weight", "prefix_crop"):
             self._set(key, _number(key, getattr(self, key)))
+        _check(0 <= self.prefix_crop <= 1, "prefix_crop", self.prefix_crop, "must be in [0, 1]")
         _check(self.lr > 0, "lr", self.lr, "must be positive")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
         for key in ("weight_decay", "lr_decay", "grad_clip", "chorus_weight", "gain_db",
@@ -195,7 +202,7 @@ class TrainConfig:
         _check(not self.freeze_cnn or bool(self.cnn_from or self.init_checkpoint), "freeze_cnn",
                self.freeze_cnn, "needs cnn_from or init_checkpoint (a trained CNN to keep)")
         for key, low in (("batch_size", 1), ("epochs", 1), ("patience", 1), ("seed", 0),
-                         ("feature_jobs", 1)):
+                         ("feature_jobs", 1), ("prefix_min_chunks", 1)):
             value = getattr(self, key)
             _check(_is_int(value) and value >= low, key, value, f"must be an integer >= {low}")
         for key in ("max_chunks", "num_threads"):
@@ -392,10 +399,19 @@ def _label_counts(songs: Sequence[Song], labels: Sequence[str]) -> dict[str, int
 
 
 def crop(n_frames: int, *, chunk_frames: int, max_chunks: int | None,
-         rng: np.random.Generator) -> tuple[int, int]:
-    """(first frame, number of full chunks) of a random training crop."""
+         rng: np.random.Generator, prefix: float = 0.0, prefix_min: int = 20) -> tuple[int, int]:
+    """(first frame, number of full chunks) of a random training crop.
+
+    With probability ``prefix`` the crop is instead a prefix: the song's first
+    ``prefix_min`` to all of its chunks (still at a random offset below one chunk),
+    as a provisional highlight sees a track. ``prefix`` = 0 draws nothing extra, so
+    runs without it reproduce.
+    """
     n_full = n_frames // chunk_frames
     take = min(n_full, max_chunks) if max_chunks else n_full
+    if prefix > 0 and rng.random() < prefix and n_full > prefix_min:
+        take = int(rng.integers(prefix_min, take + 1)) if take > prefix_min else take
+        return int(rng.integers(0, min(chunk_frames, n_frames - take * chunk_frames + 1))), take
     start = int(rng.integers(0, n_frames - take * chunk_frames + 1))  # always drawn
     return start, take
 
@@ -733,7 +749,8 @@ def train_epoch(net: nets.AttentionNet, opt: torch.optim.Optimizer, data: _Data,
         items = [data.train[i] for i in order[start:start + cfg.batch_size]]
         songs = []
         for it in items:
-            first, take = crop(it.n_frames, chunk_frames=cf, max_chunks=cfg.max_chunks, rng=rng)
+            first, take = crop(it.n_frames, chunk_frames=cf, max_chunks=cfg.max_chunks, rng=rng,
+                               prefix=cfg.prefix_crop, prefix_min=cfg.prefix_min_chunks)
             gain = float(rng.uniform(-cfg.gain_db, cfg.gain_db)) if cfg.gain_db else 0.0
             songs.append(song_arrays(it, data, start=first, take=take, mel=cfg.mel,
                                      offset=gain * math.log(10.0) / 10.0,  # dB -> log power

@@ -13,7 +13,7 @@ from models import checkpoint as ckpts
 from models.config import REPO_ROOT, MelConfig
 from models.errors import ConfigError
 from models.training.features import cache_path, cached_features, norm_stats
-from models.training.train import TrainConfig, group_recall, load_config, resume_path, train
+from models.training.train import TrainConfig, crop, group_recall, load_config, resume_path, train
 
 SR = 22_050
 # (id, label, split, seconds, level): the val songs are louder, so their frames shift the stats.
@@ -167,13 +167,33 @@ def test_group_recall_counts_single_choice_songs():
     ({"model": {"preset": "huang", "lstm_size": 3}}, "model"),
     ({"label_groups": [["major", "blue"]]}, "label_groups"),
     ({"mel": {"n_mel": 3}}, "mel."),
+    ({"prefix_crop": 1.5}, "prefix_crop"),
+    ({"prefix_min_chunks": 0}, "prefix_min_chunks"),
 ])
 def test_bad_config_names_the_key(dataset, tmp_path, change, key):
     with pytest.raises(ConfigError, match=key):
         _cfg(dataset, tmp_path / "x", **change)
 
 
-@pytest.mark.parametrize("name", ["chorus-pop909", "chorus-pop909-v2", "huang-pop909", "cran-pop909", "tiny"])
+def test_prefix_crops_start_at_the_song_and_keep_the_rest_reproducible():
+    cf, n_frames = 130, 130 * 50 + 70  # 50 full chunks
+    rng = np.random.default_rng(0)
+    crops = [crop(n_frames, chunk_frames=cf, max_chunks=0, rng=rng, prefix=0.5, prefix_min=20)
+             for _ in range(400)]
+    prefixes = [(s, t) for s, t in crops if t < 50]
+    assert 150 < len(prefixes) < 250  # about half the songs
+    assert all(s < cf and 20 <= t for s, t in prefixes)  # from the start, on a jittered grid
+    assert {t for _, t in prefixes} >= {20, 35, 49}
+    assert all(s + t * cf <= n_frames for s, t in crops)
+    # prefix = 0 draws exactly what it drew before the option existed
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    old = [(int(a.integers(0, n_frames - 50 * cf + 1)), 50) for _ in range(5)]
+    assert [crop(n_frames, chunk_frames=cf, max_chunks=0, rng=b) for _ in range(5)] == old
+    short = crop(130 * 15, chunk_frames=cf, max_chunks=0, rng=rng, prefix=1.0, prefix_min=20)
+    assert short == (0, 15)  # too short to cut: whole
+
+
+@pytest.mark.parametrize("name", ["chorus-pop909", "chorus-pop909-provisional", "chorus-pop909-v2", "huang-pop909", "cran-pop909", "tiny"])
 def test_shipped_configs_load(name):
     cfg = load_config(REPO_ROOT / "configs" / "train" / f"{name}.yaml")
     assert cfg.model_config(len(cfg.labels or ("x",))).n_labels == len(cfg.labels or ("x",))

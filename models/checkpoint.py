@@ -36,6 +36,9 @@ FORMAT = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "hookstream-chorus-pop909.safetensors"
 # The papers' method: Huang 2017 trained on song-level labels only (configs/detect-huang-weak.yaml).
 WEAK_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "hookstream-huang-pop909.safetensors"
+# The default model's provisional head: the same chunk vectors, trained on tracks cut short
+# (configs/train/chorus-pop909-provisional.yaml); models.detect.provisional_head picks it.
+PROVISIONAL_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("hookstream-chorus-pop909-provisional.safetensors")
 _NORM_KEYS = ("norm.mean", "norm.std")
 _BANK_PREFIX = "frontend."
 
@@ -77,6 +80,33 @@ class Checkpoint:
         return {"format": FORMAT, "name": self.name, "model": to_dict(self.model),
                 "mel": to_dict(self.mel), "labels": list(self.labels),
                 "provenance": self.provenance}
+
+
+_VECTOR_FIELDS = ("arch", "conv_channels", "n_chroma", "fine_slots")  # what shapes a chunk vector
+
+
+def chunk_vector_mismatch(a: Checkpoint, b: Checkpoint) -> str | None:
+    """Why ``a`` and ``b`` would not make the same chunk vectors from the same audio, or None.
+
+    Two checkpoints make the same chunk vectors when their front end (mel settings,
+    filterbanks, z-score statistics), their CNN weights (``conv.*``, bitwise) and
+    the fields that lay out a chunk vector agree: then one track state serves both.
+    """
+    if a.mel != b.mel:
+        return "another mel front end"
+    for key in _VECTOR_FIELDS:
+        if getattr(a.model, key) != getattr(b.model, key):
+            return f"another model.{key} ({getattr(b.model, key)!r} against {getattr(a.model, key)!r})"
+    if not (np.array_equal(a.norm_mean, b.norm_mean) and np.array_equal(a.norm_std, b.norm_std)):
+        return "other z-score statistics"
+    conv_a = {k: v for k, v in a.state_dict.items() if k.startswith("conv.")}
+    conv_b = {k: v for k, v in b.state_dict.items() if k.startswith("conv.")}
+    if set(conv_a) != set(conv_b) or any(not torch.equal(conv_a[k], conv_b[k]) for k in conv_a):
+        return "other CNN weights"
+    if a.filterbanks and b.filterbanks and any(
+            not np.array_equal(a.filterbanks[k], b.filterbanks.get(k)) for k in a.filterbanks):
+        return "other front-end filterbanks"
+    return None
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> Path:

@@ -94,6 +94,9 @@ class WindowConfig:
     first_chorus_threshold: float = 0.6  # of the track's largest (3-chunk mean) chorusness
     first_chorus_chunks: int = 4  # chunks in the reference phrase
     first_chorus_floor: float = 0.2  # weight of a chunk that matches nothing in it
+    # the weight on provisional highlights too (final ones always): chosen on val with the
+    # default model's provisional head (docs/evaluation.md, "Provisional highlights")
+    first_chorus_provisional: bool = True
 
     def __post_init__(self) -> None:
         _require(self.length_s > 0, "window.length_s", self.length_s, "must be positive")
@@ -110,6 +113,8 @@ class WindowConfig:
                  "must be a whole number of chunks >= 1")
         _require(0.0 <= self.first_chorus_floor < 1.0, "window.first_chorus_floor",
                  self.first_chorus_floor, "must be in [0, 1)")
+        _require(isinstance(self.first_chorus_provisional, bool), "window.first_chorus_provisional",
+                 self.first_chorus_provisional, "must be true or false")
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,19 @@ class DetectConfig:
     """Everything offline detection and the streaming worker need besides the checkpoint."""
 
     checkpoint: str | None = None  # None: the shipped default model
+    # Which model scores provisional highlights (models.detect.provisional_head): "auto" (the
+    # shipped provisional head where it reads the final model's chunk vectors, else the final
+    # model), None (the final model) or a checkpoint path
+    provisional_checkpoint: str | None = "auto"
     device: str = "auto"  # "auto": cuda when available, else cpu
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("checkpoint", "provisional_checkpoint"):
+            value = getattr(self, key)
+            _require(value is None or (isinstance(value, str) and value != ""), key, value,
+                     "must be a checkpoint path or null")
 
 
 class _Loader(yaml.SafeLoader):

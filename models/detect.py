@@ -52,11 +52,36 @@ def track_id_for(path: str | Path) -> str:
     return Path(path).stem
 
 
+def provisional_head(setting: str | None, final: ckpts.Checkpoint) -> ckpts.Checkpoint | None:
+    """The checkpoint that scores provisional contexts (``DetectConfig.provisional_checkpoint``).
+
+    ``"auto"``: the shipped provisional head (:data:`models.checkpoint.PROVISIONAL_CHECKPOINT`)
+    when it reads the same chunk vectors as ``final`` (the shipped default model, or one
+    trained on its frozen CNN), else None; None: None (the final model scores them); a
+    path: that checkpoint, refused with a :class:`ConfigError` unless it reads the same
+    chunk vectors.
+    """
+    if setting is None:
+        return None
+    if setting == "auto":
+        if not ckpts.PROVISIONAL_CHECKPOINT.is_file():
+            return None
+        head = ckpts.load(ckpts.PROVISIONAL_CHECKPOINT)
+        return head if ckpts.chunk_vector_mismatch(final, head) is None else None
+    head = ckpts.load(setting)
+    why = ckpts.chunk_vector_mismatch(final, head)
+    if why:
+        raise ConfigError(f"provisional_checkpoint = {setting!r}: {why} than the model "
+                          f"{final.name}; it must read the same chunk vectors (or set it to null)")
+    return head
+
+
 class Detector:
     def __init__(self, cfg: DetectConfig | None = None, ckpt: ckpts.Checkpoint | None = None):
         self.cfg = cfg or DetectConfig()
         self.ckpt = ckpt or ckpts.load(self.cfg.checkpoint)
-        self.scorer = Scorer(self.ckpt, self.cfg.scorer, device=resolve_device(self.cfg.device))
+        self.scorer = Scorer(self.ckpt, self.cfg.scorer, device=resolve_device(self.cfg.device),
+                             provisional=provisional_head(self.cfg.provisional_checkpoint, self.ckpt))
         if self.cfg.window.recurrence > 0:
             _check_recurrence(self.ckpt, self.cfg.window.recurrence)
 
@@ -67,12 +92,12 @@ class Detector:
         What the window reads (``window``: default this detector's window
         config). With ``window.recurrence`` > 0 a chorus model's chorusness is
         weighed by how strongly each passage recurs later
-        (:func:`models.recurrence.weigh`); then, for final scores, with
-        ``window.first_chorus`` > 0 and a model whose chunk vectors carry slot
-        chroma, toward the material of the first chorus-like phrase
-        (:func:`models.first_chorus.weigh`). Provisional scores skip that weight:
-        their track so far and bounded contexts make its reference unreliable
-        (it lowered provisional highlights' val c50, docs/evaluation.md).
+        (:func:`models.recurrence.weigh`); then, with ``window.first_chorus`` > 0
+        and a model whose chunk vectors carry slot chroma, toward the material of
+        the first chorus-like phrase (:func:`models.first_chorus.weigh`): always
+        for final scores, for provisional ones with ``window.first_chorus_provisional``
+        (on val it helped provisional highlights from the default model's
+        provisional head and hurt those from the final model, docs/evaluation.md).
         """
         sc = self.scorer.cfg
         cfg = window or self.cfg.window
@@ -81,7 +106,8 @@ class Detector:
             curve = recurrence.weigh(scores.chorusness, scores.chroma, cfg.recurrence)
         else:
             curve = scores.attention if scores.chorusness is None else scores.chorusness
-        if scores.final and scores.chorusness is not None and scores.slot_chroma is not None:
+        weigh = scores.final or cfg.first_chorus_provisional
+        if weigh and scores.chorusness is not None and scores.slot_chroma is not None:
             curve = first_chorus.weigh(curve, scores.slot_chroma, self.ckpt.model.fine_slots, cfg)
         att = slot_attention(curve, scores.chunk_lengths, sc.slot_frames,
                              len(scores.slot_energy), sc.chunk_frames)

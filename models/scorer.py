@@ -42,6 +42,12 @@ Bi-LSTM inputs include ``track_norm`` (the track's mean embedding subtracted)
 and repetition features over the whole context, so every forward input
 changes as the track grows and a carried forward state would not be exact.
 
+Provisional contexts may go to another recurrent half than the final pass:
+``Scorer(..., provisional=ckpt)`` with a checkpoint that makes the same chunk
+vectors (:func:`models.checkpoint.chunk_vector_mismatch`), such as the default
+model's provisional head, trained on tracks cut short. The state and the
+final result do not change with it.
+
 At :meth:`Scorer.finalize` the recurrent attention runs once over all of the
 track's chunk vectors, which is exactly the whole-track forward pass of the
 model (``AttentionNet.forward``): final attention equals offline attention.
@@ -76,9 +82,9 @@ from safetensors.numpy import save as st_save
 
 from models import mel
 from models.audio import validate_samples
-from models.checkpoint import Checkpoint
+from models.checkpoint import Checkpoint, chunk_vector_mismatch
 from models.config import ScorerConfig
-from models.errors import InputError
+from models.errors import ConfigError, InputError
 from models.resample import ResampleState, resampler
 
 # 2: pending_chroma, chunk chroma in the chunk vectors; 3: source rate, resampler;
@@ -206,15 +212,24 @@ class TrackScores:
 
 
 class Scorer:
-    """Batched, stateless-between-calls scorer around one checkpoint."""
+    """Batched, stateless-between-calls scorer around one checkpoint (and, optionally, the
+    checkpoint that scores provisional contexts: ``provisional``, same chunk vectors)."""
 
     def __init__(self, ckpt: Checkpoint, cfg: ScorerConfig | None = None, *,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", provisional: Checkpoint | None = None):
         self.ckpt = ckpt
         self.cfg = cfg or ScorerConfig()
         self.mel_cfg = ckpt.mel
         self.device = torch.device(device)
         self.net = ckpt.build().to(self.device)
+        self.provisional_ckpt = provisional or ckpt
+        if provisional is not None:
+            why = chunk_vector_mismatch(ckpt, provisional)
+            if why:
+                raise ConfigError(f"provisional model {provisional.name}: {why} than the final "
+                                  f"model {ckpt.name}; it must read the same chunk vectors")
+        self.provisional_net = self.net if provisional is None else \
+            provisional.build().to(self.device)
         self.mean = np.asarray(ckpt.norm_mean, _f32)
         self.std = np.asarray(ckpt.norm_std, _f32)
         self.min_tail = max(self.cfg.min_tail_frames, self.net.min_frames)
@@ -233,6 +248,10 @@ class Scorer:
     @property
     def model_name(self) -> str:
         return self.ckpt.name
+
+    @property
+    def provisional_model_name(self) -> str:
+        return self.provisional_ckpt.name
 
     @property
     def slot_seconds(self) -> float:
@@ -356,7 +375,7 @@ class Scorer:
             # a context is superseded when the next one also starts at chunk 0
             plan += [(i, e) for e, nxt in zip(ends, ends[1:] + [None]) if nxt is None or nxt >= k]
         contexts = [states[i].embeddings[max(0, e - k + 1): e + 1] for i, e in plan]
-        logits, _ = self._attend(contexts)
+        logits, _ = self._attend(contexts, self.provisional_net)
         full = {i: np.concatenate([states[i].logits, np.zeros(len(states[i].embeddings)
                                                                - states[i].n_chunks, _f32)])
                 for i in todo}
@@ -367,14 +386,16 @@ class Scorer:
             out[i] = replace(states[i], logits=full[i])
         return out
 
-    def _attend(self, sequences: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Recurrent attention over padded chunk-vector sequences; (logits per track, y)."""
+    def _attend(self, sequences: list[np.ndarray], net: torch.nn.Module | None = None
+                ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Recurrent attention (``net``, default the final model's) over padded chunk-vector
+        sequences; (logits per track, y)."""
         lengths = torch.tensor([len(s) for s in sequences])
         width = int(lengths.max())
         batch = np.zeros((len(sequences), width, self._embedding_dim()), _f32)
         for i, s in enumerate(sequences):
             batch[i, : len(s)] = s
-        u, y = self.net.attend(torch.from_numpy(batch).to(self.device), lengths)
+        u, y = (net or self.net).attend(torch.from_numpy(batch).to(self.device), lengths)
         u = u.cpu().numpy()
         return [u[i, : len(s)] for i, s in enumerate(sequences)], y.cpu().numpy()
 

@@ -249,7 +249,8 @@ class Processor:
     def _event(self, kind, record, scores, h, incomplete=None, highlights=None) -> dict:
         return events.make_highlight_event(
             record.track_id, kind=kind, start_s=h.start_s, end_s=h.end_s, score=h.score,
-            audio_s=round(scores.duration_s, 3), model=self.scorer.model_name,
+            audio_s=round(scores.duration_s, 3),
+            model=self.scorer.model_name if kind == "final" else self.scorer.provisional_model_name,
             seq=max(record.next_seq - 1, 0), labels=scores.labels,
             incomplete=incomplete if kind == "final" else None, highlights=highlights)
 

@@ -78,7 +78,7 @@ def test_bad_input_and_settings_are_refused_by_name():
     assert first_chorus.weigh(np.zeros(0), None, SLOTS, ON).shape == (0,)
     for key, value in (("first_chorus", -1.0), ("first_chorus_threshold", 0.0),
                        ("first_chorus_chunks", 0), ("first_chorus_chunks", 2.5),
-                       ("first_chorus_floor", 1.0)):
+                       ("first_chorus_floor", 1.0), ("first_chorus_provisional", "yes")):
         with pytest.raises(ConfigError, match=f"window.{key} = "):
             WindowConfig(**{key: value})
 
@@ -87,17 +87,22 @@ def detector(window: WindowConfig, structure) -> Detector:
     return Detector(DetectConfig(device="cpu", window=window), untrained_ckpt(structure=structure))
 
 
-def test_streamed_final_highlight_equals_detect_with_the_weight_and_provisionals_skip_it():
-    det = detector(dataclasses.replace(ON, first_chorus_threshold=0.3), "links")
+@pytest.mark.parametrize("on_provisional", [False, True])
+def test_streamed_final_highlight_equals_detect_with_the_weight(on_provisional):
+    det = detector(dataclasses.replace(ON, first_chorus_threshold=0.3,
+                                       first_chorus_provisional=on_provisional), "links")
     x = song(47.3, seed=4)
     sc = det.scorer
     state = sc.init_state("t")
+    weighed = []
     for piece in np.array_split(x, 9):
         state = sc.step([(state, piece)])[0]
         provisional = sc.provisional(state)
         assert len(provisional.slot_chroma) == len(provisional.chorusness)
-        # provisional highlights read the chorusness as it is (the weight is for finals)
-        assert np.array_equal(det.slot_curves(provisional)[0], det.slot_curves(provisional, OFF)[0])
+        # provisional highlights are weighed only with window.first_chorus_provisional
+        weighed.append(not np.allclose(det.slot_curves(provisional)[0],
+                                       det.slot_curves(provisional, OFF)[0], rtol=1e-6, atol=0))
+    assert any(weighed) if on_provisional else not any(weighed)
     final = sc.finalize([state])[0]
     offline = det.detect_samples("t", x)
     assert np.array_equal(final.slot_chroma, offline.scores.slot_chroma)

@@ -32,6 +32,9 @@ def make_card(*, name: str, model: Mapping[str, Any], labels: list[str], data: M
         start = (f"CNN from {config['cnn_from']}" if config.get("cnn_from")
                  else f"every weight from {config['init_checkpoint']}")
         start += ", CNN frozen" if config.get("freeze_cnn") else ""
+    crops = (f"{config['prefix_crop']:.0%} cut to a random prefix of at least "
+             f"{config.get('prefix_min_chunks')} chunks (prefix_crop: provisional contexts show "
+             "a track that has not ended)" if config.get("prefix_crop") else None)
     return {
         "name": name,
         "architecture": {k: model.get(k) for k in ("arch", "n_chroma", "track_norm",
@@ -40,6 +43,7 @@ def make_card(*, name: str, model: Mapping[str, Any], labels: list[str], data: M
                          if model.get(k) not in (None, 0, False)},
         "starts_from": start,
         "supervision": supervision,
+        "training_crops": crops,
         "labels": list(labels),
         "data": {k: data.get(k) for k in ("manifest", "extra_manifests", "n_train", "n_val",
                                           "n_train_annotated", "n_val_annotated", "split_rule")},
@@ -56,6 +60,8 @@ def render(card: Mapping[str, Any]) -> str:
     lines += ["## Model", "", f"- architecture: {arch}"]
     if card.get("starts_from"):
         lines.append(f"- starts from: {card['starts_from']}")
+    if card.get("training_crops"):
+        lines.append(f"- training songs: {card['training_crops']}")
     lines += [f"- supervision: {card['supervision']}",
               f"- song-level labels: {', '.join(card.get('labels', []))}", ""]
     data = card.get("data", {})

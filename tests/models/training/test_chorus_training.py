@@ -205,3 +205,15 @@ def test_cnn_from_and_freeze_cnn_are_checked(renders, tmp_path):
     with pytest.raises(ConfigError, match=r"cnn_from .*a.safetensors: its CNN .* does not fit"):
         train(_cfg(root, manifests, tmp_path / "w.safetensors", epochs=1, model=wide,
                    cnn_from=str(tmp_path / "a.safetensors")), progress=False)
+
+
+def test_prefix_crops_train_and_the_card_says_so(renders, tmp_path):
+    root, manifests = renders
+    result = train(_cfg(root, manifests, tmp_path / "p.safetensors", epochs=1, prefix_crop=1.0,
+                        prefix_min_chunks=2), progress=False, command="pytest")
+    card = ckpts.load(result.checkpoint).provenance["model_card"]
+    assert card["training_crops"].startswith("100% cut to a random prefix of at least 2 chunks")
+    assert "training songs: 100% cut to a random prefix" in (tmp_path / "p.card.md").read_text()
+    plain = ckpts.load(train(_cfg(root, manifests, tmp_path / "w.safetensors", epochs=1),
+                             progress=False, command="pytest").checkpoint)
+    assert plain.provenance["model_card"]["training_crops"] is None

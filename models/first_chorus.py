@@ -18,14 +18,16 @@ not. So:
 
 It reads the chunks' slot chroma, which the scorer keeps in its chunk
 vectors; only the reference's columns of the similarity are computed
-(O(chunks) per call). It applies to final highlights only
+(O(chunks) per call). It applies to final highlights, and to provisional ones
+with ``window.first_chorus_provisional``
 (:meth:`models.detect.Detector.slot_curves`): the streamed final highlight
-comes from the same function as offline detection, while a provisional one
-reads the chorusness as it is, since over the track so far, with chorusness
-from bounded contexts, the first chorus-like phrase is too often not yet the
-chorus (on val it lowered the c50 of highlights taken at half of each track).
-``window.first_chorus`` (the power; 0 leaves the chorusness as it is) and its
-three settings were chosen on the validation split.
+comes from the same function as offline detection. Over a track so far the
+first chorus-like phrase is often not the chorus yet: with the final model's
+chorusness on provisional contexts the weight lowered the val c50 of
+highlights taken half-way through each track, with the provisional head's
+(trained on tracks cut short) it raised it (docs/evaluation.md).
+``window.first_chorus`` (the power; 0 leaves the chorusness as it is), its
+three settings and ``first_chorus_provisional`` were chosen on the validation split.
 """
 
 from __future__ import annotations

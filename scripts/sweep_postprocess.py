@@ -35,6 +35,9 @@ the chorusness window"):
 - ``afterA th<t> sm<w> tol<n>``: window starts only within ``n`` chunks of the end of a run
   of at least 2 chunks with section-head P(A) >= ``t`` (smoothed over ``w`` chunks): the
   chorus is the material that follows the verse.
+- ``refPB th<t>`` / ``refafterA pa<p>`` / ``refearliest pa<p>``: the shipped first-chorus
+  weight with its reference from the section head instead (see ``ref_from``);
+  ``startref <n>``: the window started ``n`` chunks before the shipped reference;
 - ``firstB th<t> s<n> a<a> f<f>`` / ``firstBs ...`` (chorusness smoothed over 3 chunks to find
   the reference): chorusness * (f + (1 - f) * match)^a, match = the fine phrase similarity
   (``nets.phrase_similarity`` on the model's slot chroma) to the ``n`` chunks from the first
@@ -63,7 +66,7 @@ from models.config import WindowConfig
 from models.detect import Detector
 from models.evaluation.metrics import coverage
 from models.training.manifest import load_manifest
-from models.window import best_window, fused_curve, select, select_top, slot_attention
+from models.window import Highlight, best_window, fused_curve, select, select_top, slot_attention
 
 
 def song_curves(det: Detector, song) -> dict:
@@ -275,6 +278,60 @@ def first_chorus_phrase(theta: float, span: int, a: float, floor: float, smooth:
     return curve
 
 
+def _smooth3(x: np.ndarray) -> np.ndarray:
+    return np.convolve(np.pad(x, (1, 1), mode="edge"), np.ones(3) / 3, "valid")
+
+
+def ref_from(how: str, th: float):
+    """The first-chorus weight (shipped settings) with its reference found another way:
+    ``pb`` the first chunk whose (3-chunk mean) section-head P(B) reaches ``th`` of its
+    largest; ``afterA`` the first melodic chunk after the first run of 2 chunks with
+    P(A) >= ``th``; ``earliest`` the earlier of that and the shipped reference, where its
+    chorusness is at least 0.3 of the largest."""
+    def shipped(ch):
+        f = _smooth3(ch)
+        return int(np.flatnonzero(f >= 0.6 * f.max())[0])
+
+    def after_a(sec):
+        a, run = _smooth3(sec[:, 1]) >= th, 0
+        for i in range(len(a)):
+            run = run + 1 if a[i] else 0
+            if run >= 2:
+                j = i + 1
+                while j < len(a) and (a[j] or sec[j, 0] >= 0.5):
+                    j += 1
+                return j if j < len(a) else None
+        return None
+
+    def curve(r):
+        ch, sim = r["chorusness"], r["fsim"]
+        if sim is None or len(ch) < 2:
+            return ch
+        i = shipped(ch)
+        if how == "pb":
+            f = _smooth3(r["sections"][:, 2])
+            i = int(np.flatnonzero(f >= th * f.max())[0])
+        elif how in ("afterA", "earliest"):
+            j = after_a(r["sections"])
+            if j is not None and (how == "afterA" or (j < i and _smooth3(ch)[j] >= 0.3 * _smooth3(ch).max())):
+                i = j
+        ref = np.arange(i, min(len(ch), i + 4))
+        w = np.clip(sim[:, ref].max(1), 0, 1)
+        w[ref] = 1.0
+        return ch * (0.2 + 0.8 * w) ** 2
+    return curve
+
+
+def start_at_reference(back: int, chunk_s: float):
+    """The 30 s window started ``back`` chunks before the shipped first-chorus reference."""
+    def choose(r, att, cfg, slot_s):
+        f = _smooth3(r["chorusness"])
+        i = int(np.flatnonzero(f >= 0.6 * f.max())[0])
+        end = min(r["duration"], max(0.0, (i - back) * chunk_s) + cfg.length_s)
+        return Highlight(max(0.0, end - cfg.length_s), end, 0.0)
+    return choose
+
+
 def variants(chunk_s: float, chunk_slots: int) -> dict:
     ch = lambda r: r["chorusness"]  # noqa: E731
     out = {"base": (ch, None)}
@@ -331,6 +388,13 @@ def variants(chunk_s: float, chunk_slots: int) -> dict:
             for span in (3, 4):
                 out[f"fcback th{theta} low{low} s{span}"] = (
                     first_chorus_phrase(theta, span, 2.0, 0.2, smooth=3, low=low), None)
+    for th in (0.5, 0.6, 0.7):
+        out[f"refPB th{th}"] = (ref_from("pb", th), None)
+    for th in (0.4, 0.5, 0.6):
+        out[f"refafterA pa{th}"] = (ref_from("afterA", th), None)
+        out[f"refearliest pa{th}"] = (ref_from("earliest", th), None)
+    for back in (0, 1, 2):
+        out[f"startref {back}"] = (ch, start_at_reference(back, chunk_s))
     for lam in (0.25, 0.5, 1.0):
         for margin in (10, 20, 40):
             for how in ("mean", "max"):

@@ -29,18 +29,21 @@ SHIFTS = (0, 2, 3, 5, 7, 8)  # slots cut from the start
 AVERAGES = {"0+5": (0, 5), "0+3+7": (0, 3, 7), "all six": SHIFTS}
 
 
-def grid_curves(det: Detector, samples: np.ndarray) -> dict[int, np.ndarray]:
-    """Per shift, the window's slot curve on the track's own slot axis (NaN where not scored)."""
+def grid_curves(det: Detector, samples: np.ndarray):
+    """(per shift, the window's slot curve on the track's own slot axis, NaN where not scored;
+    the unshifted track's scores)."""
     sc = det.scorer
     step = sc.cfg.slot_frames * det.ckpt.mel.hop_length
-    out = {}
+    out, base = {}, None
     for shift in SHIFTS:
         state = sc.step([(sc.init_state("t"), samples[shift * step:])], refresh=[False])[0]
-        curve, _ = det.slot_curves(sc.finalize([state])[0])
+        scores = sc.finalize([state])[0]
+        base = scores if shift == 0 else base
+        curve, _ = det.slot_curves(scores)
         whole = np.full(len(curve) + shift, np.nan)
         whole[shift:] = curve
         out[shift] = whole
-    return out
+    return out, base
 
 
 def main() -> None:
@@ -57,9 +60,8 @@ def main() -> None:
         songs = [s for s in load_manifest(path) if s.chorus and s.split == args.split]
         for song in tqdm(songs, desc=path, unit="song"):
             x = decode(song.audio, sr=det.ckpt.mel.sample_rate, max_duration_s=sc.cfg.max_duration_s)
-            base = sc.finalize([sc.step([(sc.init_state("t"), x)], refresh=[False])[0]])[0]
+            curves, base = grid_curves(det, x)
             energy, n = np.asarray(base.slot_energy, np.float64), len(base.slot_energy)
-            curves = grid_curves(det, x)
             variants = {f"grid +{k * sc.slot_seconds:.1f} s": [k] for k in SHIFTS}
             variants.update({f"mean of {name}": list(ks) for name, ks in AVERAGES.items()})
             for name, ks in variants.items():

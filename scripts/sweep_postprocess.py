@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from models import checkpoint as ckpts
-from models import nets
+from models import first_chorus, nets
 from models.audio import decode
 from models.config import WindowConfig
 from models.detect import Detector
@@ -271,11 +271,23 @@ def first_chorus_phrase(theta: float, span: int, a: float, floor: float, smooth:
         i = int(np.flatnonzero(find >= theta * find.max())[0])
         while low and i > 0 and find[i - 1] >= low * find.max():  # back to where the rise began
             i -= 1
-        ref = np.arange(i, min(len(ch), i + span))
-        w = np.clip(sim[:, ref].max(1), 0, 1)
-        w[ref] = 1.0
-        return ch * (floor + (1 - floor) * w) ** a
+        return weigh_from(ch, sim, i, span, a, floor)
     return curve
+
+
+def weigh_from(ch: np.ndarray, sim: np.ndarray, i: int, span: int = 4, a: float = 2.0,
+               floor: float = 0.2) -> np.ndarray:
+    """Chorusness * (floor + (1 - floor) * match)^a, match = the best phrase similarity to the
+    ``span`` chunks from chunk ``i`` (1 on them); the defaults are the shipped settings."""
+    ref = np.arange(i, min(len(ch), i + span))
+    w = np.clip(sim[:, ref].max(1), 0, 1)
+    w[ref] = 1.0
+    return ch * (floor + (1 - floor) * w) ** a
+
+
+def shipped_reference(ch: np.ndarray) -> int:
+    """The first chunk of the shipped first-chorus reference (``models.first_chorus``)."""
+    return int(first_chorus.reference(ch, 0.6, 4)[0])
 
 
 def _smooth3(x: np.ndarray) -> np.ndarray:
@@ -288,10 +300,6 @@ def ref_from(how: str, th: float):
     largest; ``afterA`` the first melodic chunk after the first run of 2 chunks with
     P(A) >= ``th``; ``earliest`` the earlier of that and the shipped reference, where its
     chorusness is at least 0.3 of the largest."""
-    def shipped(ch):
-        f = _smooth3(ch)
-        return int(np.flatnonzero(f >= 0.6 * f.max())[0])
-
     def after_a(sec):
         a, run = _smooth3(sec[:, 1]) >= th, 0
         for i in range(len(a)):
@@ -307,7 +315,7 @@ def ref_from(how: str, th: float):
         ch, sim = r["chorusness"], r["fsim"]
         if sim is None or len(ch) < 2:
             return ch
-        i = shipped(ch)
+        i = shipped_reference(ch)
         if how == "pb":
             f = _smooth3(r["sections"][:, 2])
             i = int(np.flatnonzero(f >= th * f.max())[0])
@@ -315,18 +323,14 @@ def ref_from(how: str, th: float):
             j = after_a(r["sections"])
             if j is not None and (how == "afterA" or (j < i and _smooth3(ch)[j] >= 0.3 * _smooth3(ch).max())):
                 i = j
-        ref = np.arange(i, min(len(ch), i + 4))
-        w = np.clip(sim[:, ref].max(1), 0, 1)
-        w[ref] = 1.0
-        return ch * (0.2 + 0.8 * w) ** 2
+        return weigh_from(ch, sim, i)
     return curve
 
 
 def start_at_reference(back: int, chunk_s: float):
     """The 30 s window started ``back`` chunks before the shipped first-chorus reference."""
     def choose(r, att, cfg, slot_s):
-        f = _smooth3(r["chorusness"])
-        i = int(np.flatnonzero(f >= 0.6 * f.max())[0])
+        i = shipped_reference(r["chorusness"])
         end = min(r["duration"], max(0.0, (i - back) * chunk_s) + cfg.length_s)
         return Highlight(max(0.0, end - cfg.length_s), end, 0.0)
     return choose

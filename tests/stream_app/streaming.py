@@ -3,6 +3,7 @@
 Imported by the test modules (pytest puts this directory on ``sys.path``).
 """
 
+import http.client
 import json
 import os
 import signal
@@ -59,6 +60,12 @@ def worker_config(broker, work: Path, *, name: str = "stream.yaml", worker: dict
     return load_settings(config), config, f"hookstream-test-{tag}"
 
 
+# What a probe of a loaded worker may meet instead of an answer: a timeout, a refused
+# or reset connection (URLError, ConnectionResetError: all OSError), or a connection
+# closed before the status line (http.client.RemoteDisconnected, an HTTPException).
+PROBE_ERRORS = (OSError, http.client.HTTPException)
+
+
 class Worker:
     """The module's worker process (``kill`` then ``start`` replaces it, same app id)."""
 
@@ -87,17 +94,17 @@ class Worker:
     def wait_ready(self, timeout_s: float = 90.0) -> float:
         """Seconds until ``/readyz`` answers 200 (group joined, table recovered)."""
         started = time.monotonic()
-        while self._probe("/readyz") != 200:
+        while self.probe("/readyz") != 200:
             assert self.proc.poll() is None, f"worker exited\n{self.log_tail()}"
             assert time.monotonic() - started < timeout_s, f"not ready\n{self.log_tail()}"
             time.sleep(0.2)
         return time.monotonic() - started
 
-    def _probe(self, path: str) -> int:
+    def probe(self, path: str) -> int:
         """Status of ``GET path``; 0 when it timed out (a loaded machine, the model loading)."""
         try:
             return self.get(path)[0]
-        except (TimeoutError, urllib.error.URLError):
+        except PROBE_ERRORS:
             return 0
 
     def kill(self) -> None:

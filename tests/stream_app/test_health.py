@@ -94,20 +94,26 @@ def test_endpoints_over_http():
 def test_a_live_worker_stalled_on_a_long_batch_turns_healthz_red_then_green(broker, tiny_ckpt, tmp_path):
     """A real worker given a batch that takes longer than ``worker.stall_after_s``.
 
-    40 tracks of 10 s chunks arrive at once, so the agent's batch (every track's
-    chunks, scored together) takes well over the 0.2 s allowed: /healthz answers 503
-    naming the agent while it runs, and 200 again once the batch is done; /metrics
-    answers throughout (the probes are read from the HTTP thread).
+    40 tracks of 10 s chunks arrive together and the agent waits up to 2 s to fill a
+    batch, so one batch (up to 64 chunks, scored together) takes well over the 0.2 s
+    allowed: /healthz answers 503 naming the agent while it runs, and 200 again once
+    the batch is done; /metrics answers throughout (the probes are read from the HTTP
+    thread).
     """
     import threading
     import time
 
     import numpy as np
-    from streaming import Worker, send, worker_config
+    from streaming import PROBE_ERRORS, Worker, send, worker_config
 
     from stream_app.ingest import chunk_events
 
-    settings, config, app_id = worker_config(broker, tmp_path, worker={"stall_after_s": 0.2})
+    # The agent waits up to 2 s to fill a batch (batch_max_tracks 64 events): with the
+    # default 0.01 s a loaded machine sends so slowly that every batch is a few chunks
+    # and none takes 0.2 s. Tracks waiting for their next batch must not be closed as
+    # idle meanwhile (worker_config's 3 s), so the idle timeout is long.
+    settings, config, app_id = worker_config(
+        broker, tmp_path, worker={"stall_after_s": 0.2, "batch_wait_s": 2.0}, idle_timeout_s=120)
     w = Worker(settings, config, tiny_ckpt, app_id, tmp_path)
     w.start()
     try:
@@ -125,7 +131,7 @@ def test_a_live_worker_stalled_on_a_long_batch_turns_healthz_red_then_green(brok
             while not done.is_set():
                 try:
                     seen.append(w.get("/healthz"))
-                except (TimeoutError, urllib.error.URLError):
+                except PROBE_ERRORS:  # a loaded worker: probe again
                     pass
                 time.sleep(0.02)
 
@@ -134,14 +140,17 @@ def test_a_live_worker_stalled_on_a_long_batch_turns_healthz_red_then_green(brok
         send(settings, messages)
         deadline = time.monotonic() + 120
         while not any(code == 503 for code, _ in seen):
-            assert time.monotonic() < deadline, w.log_tail()
+            assert time.monotonic() < deadline, (
+                f"{len(seen)} probe(s) answered, none 503; the poller alive: {t.is_alive()}\n"
+                f"{w.log_tail()}")
             time.sleep(0.05)
         red = next(body for code, body in seen if code == 503)
         assert "agent: one batch has taken" in red and "worker.stall_after_s 0.2 s" in red, red
-        while w.metrics()[("hookstream_chunks_total", frozenset())] < len(messages):
-            assert time.monotonic() < deadline, w.log_tail()
+        while (scored := w.metrics()[("hookstream_chunks_total", frozenset())]) < len(messages):
+            assert time.monotonic() < deadline, (
+                f"{scored:.0f} of {len(messages)} chunks scored\n{w.log_tail()}")
             time.sleep(0.1)
-        while w.get("/healthz")[0] != 200:  # the last batch done: green again
+        while w.probe("/healthz") != 200:  # the last batch done: green again
             assert time.monotonic() < deadline, w.log_tail()
             time.sleep(0.05)
         done.set()

@@ -18,7 +18,6 @@ speed+6/speed-6  6 % faster / slower, tempo and pitch together (tape speed)
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -30,6 +29,7 @@ import soxr
 from tqdm import tqdm
 
 from models.errors import InputError
+from models.training.manifest import load_manifest, write_manifest
 
 # Pink noise (-3 dB per octave): white noise through J. O. Smith's 4-pole IIR approximation.
 PINK_B = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
@@ -88,33 +88,30 @@ def write_condition(manifest: Path, split: str, name: str, out: Path) -> Path:
     """``out/manifest.jsonl`` and ``out/audio/`` for the split's annotated songs under
     condition ``name`` (16-bit FLAC; times and ``bpm`` follow a speed change; each line
     gains ``"condition": name``). Reused when ``out/manifest.jsonl`` is already there:
-    it is written last, so a half-written copy is redone."""
+    it is written last, so a half-written copy is redone. ``manifest`` is read and
+    checked by :func:`models.training.manifest.load_manifest`."""
     target = out / "manifest.jsonl"
     if target.exists():
         return target
     if name not in CONDITIONS:
         raise InputError(f"audio condition {name!r}: unknown; known: {', '.join(CONDITIONS)}")
     transform, factor = CONDITIONS[name]
-    (out / "audio").mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("chorus") and r.get("split") == split]
-    if not rows:
+    songs = [s for s in load_manifest(manifest) if s.chorus and s.split == split]
+    if not songs:
         raise InputError(f"{manifest}: no songs with chorus annotations in split {split!r}")
-    lines = []
-    for r in tqdm(rows, desc=name, unit="song", file=sys.stderr):
-        x, sr = sf.read(manifest.parent / r["audio"], dtype="float64", always_2d=True)
-        rng = np.random.default_rng(int.from_bytes(str(r["id"]).encode(), "little") % 2 ** 32)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for song in tqdm(songs, desc=name, unit="song", file=sys.stderr):
+        x, sr = sf.read(song.audio, dtype="float64", always_2d=True)
+        rng = np.random.default_rng(int.from_bytes(song.id.encode(), "little") % 2 ** 32)
         y, sr = transform(x.mean(axis=1), sr, rng)
-        audio = f"audio/{Path(r['audio']).stem}.flac"
+        audio = f"audio/{song.audio.stem}.flac"
         sf.write(out / audio, np.clip(y, -1.0, 1.0).astype(np.float32), sr, subtype="PCM_16")
-        r = dict(r, audio=audio, chorus=[[a / factor, b / factor] for a, b in r["chorus"]])
-        if r.get("sections"):
-            r["sections"] = [[k, a / factor, b / factor] for k, a, b in r["sections"]]
-        if r.get("bpm"):
-            r["bpm"] = r["bpm"] * factor
-        r["condition"] = name
-        lines.append(json.dumps(r, ensure_ascii=False))
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(target)
-    return target
+        row = dict(song.extra, audio=audio, id=song.id, split=song.split, labels=list(song.labels),
+                   chorus=[[a / factor, b / factor] for a, b in song.chorus], condition=name)
+        if row.get("sections"):
+            row["sections"] = [[k, a / factor, b / factor] for k, a, b in row["sections"]]
+        if row.get("bpm"):
+            row["bpm"] = row["bpm"] * factor
+        rows.append(row)
+    return write_manifest(target, rows)  # atomic: a half-written copy is redone, not reused
